@@ -1,0 +1,115 @@
+package relay
+
+import (
+	"net/url"
+	"time"
+)
+
+// Config is a loaded, validated relay configuration. Every field holds its
+// final value: defaults are applied and secrets ("env:NAME", "file:/path")
+// are resolved. Values of this type are produced by Load and LoadBytes and
+// are not modified afterwards; the relay treats a Config as read-only.
+type Config struct {
+	// Path is the file the configuration was read from, or "" for the
+	// embedded default.
+	Path string
+
+	Server     ServerConfig
+	Publishers []PublisherConfig
+	Hooks      []HookConfig
+}
+
+// ServerConfig is the [server] table.
+type ServerConfig struct {
+	// Listen is the host:port of the HTTP listener for publishers,
+	// sources and health checks.
+	Listen string
+	// DataDir holds the bbolt database. A relative path in a file is
+	// resolved against the directory of that file.
+	DataDir string
+	// MaxBody is the largest request body accepted, in bytes.
+	MaxBody int64
+	// DedupWindow is how long a (publisher, id) pair is remembered.
+	DedupWindow time.Duration
+	// ShutdownTimeout bounds how long a stop waits for in-flight requests
+	// and deliveries before it gives up on them. What is given up on is
+	// retried after the next start: nothing is lost.
+	ShutdownTimeout time.Duration
+}
+
+// PublisherConfig is one [[publisher]]: a local application allowed to
+// publish events through POST /v1/events.
+type PublisherConfig struct {
+	Name  string
+	Token string
+}
+
+// Signature schemes for outbound deliveries.
+const (
+	SignatureStandardWebhooks = "standard-webhooks"
+	SignatureHMACSHA256       = "hmac-sha256"
+	SignatureNone             = "none"
+)
+
+// Outbound authentication types.
+const (
+	AuthNone   = "none"
+	AuthBasic  = "basic"
+	AuthBearer = "bearer"
+)
+
+// HookConfig is one [[hook]]: a subscriber that receives deliveries.
+type HookConfig struct {
+	// Name identifies the hook; queued deliveries are stored under it.
+	Name string
+	// URL is where deliveries are POSTed (http or https).
+	URL *url.URL
+	// Events are the event-type globs this hook subscribes to; "*" in a
+	// glob matches any run of characters, "*" alone matches every type.
+	Events []string
+	// Secrets are the signing secrets, newest first. For
+	// standard-webhooks each is a "whsec_" + base64 string and
+	// SigningKeys holds the decoded keys; for hmac-sha256 there is one
+	// secret and its key is the secret's bytes as written.
+	Secrets     []string
+	SigningKeys [][]byte
+	// Signature is one of the Signature* constants.
+	Signature string
+	Auth      AuthConfig
+	// Headers are added to every delivery (after resolution of secrets).
+	Headers map[string]string
+	// Retry holds the delays before each retry; len(Retry)+1 attempts in
+	// all, after which the delivery is dead-lettered.
+	Retry []time.Duration
+	// Timeout bounds one whole attempt: connect, TLS, request and the
+	// capped read of the response.
+	Timeout time.Duration
+	// Concurrency is the most attempts in flight to this hook at once.
+	Concurrency int
+}
+
+// AuthConfig is a hook's outbound authentication.
+type AuthConfig struct {
+	Type     string // one of the Auth* constants
+	Username string // basic
+	Password string // basic
+	Token    string // bearer
+}
+
+// Defaults applied where the file is silent.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDataDir         = "./hookrelay-data"
+	DefaultMaxBody         = 1 << 20
+	DefaultDedupWindow     = 72 * time.Hour
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultHookTimeout     = 10 * time.Second
+	DefaultConcurrency     = 8
+)
+
+// DefaultRetry is the retry schedule used when a hook sets none: about 27
+// hours in all.
+var DefaultRetry = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+	2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
+}

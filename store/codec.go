@@ -1,0 +1,266 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"hookrelay/relay"
+)
+
+// Record layouts. Every value starts with a one-byte format version so the
+// schema can evolve in place. Integers are big-endian in keys (so cursor
+// order is numeric order) and varints in values (so values stay small).
+
+const recordV1 = 1
+
+var errCorrupt = errors.New("corrupt record")
+
+func u64key(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+// dueKey orders deliveries of one hook by next-attempt time, then task id.
+func dueKey(at time.Time, taskID uint64) []byte {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], timeKey(at))
+	binary.BigEndian.PutUint64(b[8:], taskID)
+	return b[:]
+}
+
+func parseDueKey(k []byte) (at uint64, taskID uint64, ok bool) {
+	if len(k) != 16 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(k[:8]), binary.BigEndian.Uint64(k[8:]), true
+}
+
+// timeKey maps a time to an unsigned, order-preserving key. Times before
+// 1970 (never produced by the relay) sort first.
+func timeKey(t time.Time) uint64 {
+	n := t.UnixNano()
+	if n < 0 {
+		return 0
+	}
+	return uint64(n)
+}
+
+func keyTime(v uint64) time.Time { return time.Unix(0, int64(v)) }
+
+// dueValue carries what a claim needs without a second lookup.
+func dueValue(eventSeq uint64, attempts int) []byte {
+	b := make([]byte, 0, 2*binary.MaxVarintLen64)
+	b = binary.AppendUvarint(b, eventSeq)
+	b = binary.AppendUvarint(b, uint64(attempts))
+	return b
+}
+
+func parseDueValue(v []byte) (eventSeq uint64, attempts int, err error) {
+	var r reader
+	r.b = v
+	eventSeq = r.uvarint()
+	attempts = int(r.uvarint())
+	return eventSeq, attempts, r.err
+}
+
+// attemptKey orders the attempts of one task.
+func attemptKey(taskID uint64, n int) []byte {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], taskID)
+	binary.BigEndian.PutUint32(b[8:], uint32(n))
+	return b[:]
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+// bytes returns a length-prefixed field; the result aliases the input.
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string { return string(r.bytes()) }
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+func appendString(b []byte, v string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// eventRecord: version, received, deliveries, id, source, type, body.
+func encodeEvent(e *relay.Event, deliveries int) []byte {
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(e.ID)+len(e.Source)+len(e.Type)+len(e.Body)+8)
+	b = append(b, recordV1)
+	b = binary.AppendVarint(b, e.Received.UnixNano())
+	b = binary.AppendUvarint(b, uint64(deliveries))
+	b = appendString(b, e.ID)
+	b = appendString(b, e.Source)
+	b = appendString(b, e.Type)
+	return append(b, e.Body...)
+}
+
+// decodeEvent copies everything out of v, which may be bbolt memory.
+func decodeEvent(v []byte) (e relay.Event, deliveries int, err error) {
+	r := reader{b: v}
+	if ver := r.byte(); r.err == nil && ver != recordV1 {
+		return e, 0, fmt.Errorf("event record version %d: %w", ver, errCorrupt)
+	}
+	e.Received = time.Unix(0, r.varint())
+	deliveries = int(r.uvarint())
+	e.ID = r.string()
+	e.Source = r.string()
+	e.Type = r.string()
+	if r.err != nil {
+		return relay.Event{}, 0, r.err
+	}
+	e.Body = append([]byte(nil), r.b...)
+	return e, deliveries, nil
+}
+
+// eventID reads only the id of an event record.
+func eventID(v []byte) (string, int, error) {
+	r := reader{b: v}
+	r.byte()
+	r.varint()
+	n := int(r.uvarint())
+	id := r.string()
+	return id, n, r.err
+}
+
+// taskRecord: version, state, attempts, event seq, created, next, hook.
+func encodeTask(t *relay.TaskInfo) []byte {
+	b := make([]byte, 0, 2+4*binary.MaxVarintLen64+len(t.Hook))
+	b = append(b, recordV1, byte(t.State))
+	b = binary.AppendUvarint(b, uint64(t.Attempts))
+	b = binary.AppendUvarint(b, t.EventSeq)
+	b = binary.AppendVarint(b, t.Created.UnixNano())
+	var next int64
+	if !t.NextAt.IsZero() {
+		next = t.NextAt.UnixNano()
+	}
+	b = binary.AppendVarint(b, next)
+	return append(b, t.Hook...)
+}
+
+func decodeTask(id uint64, v []byte) (relay.TaskInfo, error) {
+	r := reader{b: v}
+	if ver := r.byte(); r.err == nil && ver != recordV1 {
+		return relay.TaskInfo{}, fmt.Errorf("task record version %d: %w", ver, errCorrupt)
+	}
+	t := relay.TaskInfo{TaskID: id}
+	t.State = relay.OutcomeState(r.byte())
+	t.Attempts = int(r.uvarint())
+	t.EventSeq = r.uvarint()
+	t.Created = time.Unix(0, r.varint())
+	if next := r.varint(); next != 0 {
+		t.NextAt = time.Unix(0, next)
+	}
+	if r.err != nil {
+		return relay.TaskInfo{}, r.err
+	}
+	t.Hook = string(r.b)
+	return t, nil
+}
+
+// attemptRecord: version, n, at, status, latency, error, excerpt.
+func encodeAttempt(a *relay.Attempt) []byte {
+	b := make([]byte, 0, 1+4*binary.MaxVarintLen64+len(a.Error)+len(a.Excerpt)+2)
+	b = append(b, recordV1)
+	b = binary.AppendUvarint(b, uint64(a.N))
+	b = binary.AppendVarint(b, a.At.UnixNano())
+	b = binary.AppendUvarint(b, uint64(a.Status))
+	b = binary.AppendUvarint(b, uint64(a.Latency))
+	b = appendString(b, a.Error)
+	return append(b, a.Excerpt...)
+}
+
+func decodeAttempt(v []byte) (relay.Attempt, error) {
+	r := reader{b: v}
+	if ver := r.byte(); r.err == nil && ver != recordV1 {
+		return relay.Attempt{}, fmt.Errorf("attempt record version %d: %w", ver, errCorrupt)
+	}
+	var a relay.Attempt
+	a.N = int(r.uvarint())
+	a.At = time.Unix(0, r.varint())
+	a.Status = int(r.uvarint())
+	a.Latency = time.Duration(r.uvarint())
+	a.Error = r.string()
+	if r.err != nil {
+		return relay.Attempt{}, r.err
+	}
+	a.Excerpt = string(r.b)
+	return a, nil
+}
+
+// dedupValue: event seq and expiry.
+func dedupValue(seq uint64, until time.Time) []byte {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], seq)
+	binary.BigEndian.PutUint64(b[8:], timeKey(until))
+	return b[:]
+}
+
+func parseDedupValue(v []byte) (seq uint64, until uint64, ok bool) {
+	if len(v) != 16 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:]), true
+}

@@ -1,0 +1,347 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"hookrelay/relay"
+)
+
+// Append implements relay.Store.
+func (s *Store) Append(ctx context.Context, req relay.AppendRequest) (relay.AppendResult, error) {
+	// Encode outside the writer so the shared transaction only copies.
+	rec := encodeEvent(&req.Event, len(req.Hooks))
+	created := req.Event.Received
+	var res relay.AppendResult
+	err := s.submitWait(ctx, func(tx *bolt.Tx) error {
+		res = relay.AppendResult{}
+		if req.DedupKey != "" {
+			dup, err := lookupDedup(tx, req.DedupKey, created)
+			if err != nil {
+				return err
+			}
+			if dup != nil {
+				res = *dup
+				return nil
+			}
+		}
+		events := tx.Bucket(bEvents)
+		seq, err := events.NextSequence()
+		if err != nil {
+			return fmt.Errorf("next event seq: %w", err)
+		}
+		if err := events.Put(u64key(seq), rec); err != nil {
+			return fmt.Errorf("put event: %w", err)
+		}
+		tasks := tx.Bucket(bTasks)
+		due := tx.Bucket(bDue)
+		for _, hook := range req.Hooks {
+			id, err := tasks.NextSequence()
+			if err != nil {
+				return fmt.Errorf("next task id: %w", err)
+			}
+			t := relay.TaskInfo{TaskID: id, Hook: hook, EventSeq: seq, State: relay.StatePending, Created: created, NextAt: created}
+			if err := tasks.Put(u64key(id), encodeTask(&t)); err != nil {
+				return fmt.Errorf("put task: %w", err)
+			}
+			hb, err := hookBucket(due, hook)
+			if err != nil {
+				return err
+			}
+			if err := hb.Put(dueKey(created, id), dueValue(seq, 0)); err != nil {
+				return fmt.Errorf("put due: %w", err)
+			}
+		}
+		if req.DedupKey != "" {
+			if err := putDedup(tx, req.DedupKey, seq, req.DedupUntil); err != nil {
+				return err
+			}
+		}
+		res = relay.AppendResult{Seq: seq, EventID: req.Event.ID, Deliveries: len(req.Hooks)}
+		return nil
+	})
+	if err != nil {
+		return relay.AppendResult{}, fmt.Errorf("append event: %w", err)
+	}
+	return res, nil
+}
+
+func hookBucket(due *bolt.Bucket, hook string) (*bolt.Bucket, error) {
+	if b := due.Bucket([]byte(hook)); b != nil {
+		return b, nil
+	}
+	b, err := due.CreateBucket([]byte(hook))
+	if err != nil {
+		return nil, fmt.Errorf("create queue for hook %q: %w", hook, err)
+	}
+	return b, nil
+}
+
+// lookupDedup returns the original event when key is live at now.
+func lookupDedup(tx *bolt.Tx, key string, now time.Time) (*relay.AppendResult, error) {
+	v := tx.Bucket(bDedup).Get([]byte(key))
+	if v == nil {
+		return nil, nil
+	}
+	seq, until, ok := parseDedupValue(v)
+	if !ok {
+		return nil, fmt.Errorf("dedup entry %q: %w", key, errCorrupt)
+	}
+	if until <= timeKey(now) {
+		return nil, nil // expired; the sweeper has not reached it yet
+	}
+	ev := tx.Bucket(bEvents).Get(u64key(seq))
+	if ev == nil {
+		return nil, nil // the event is gone (retention): treat as new
+	}
+	id, n, err := eventID(ev)
+	if err != nil {
+		return nil, fmt.Errorf("event %d: %w", seq, err)
+	}
+	return &relay.AppendResult{Seq: seq, EventID: id, Deliveries: n, Duplicate: true}, nil
+}
+
+func putDedup(tx *bolt.Tx, key string, seq uint64, until time.Time) error {
+	if err := tx.Bucket(bDedup).Put([]byte(key), dedupValue(seq, until)); err != nil {
+		return fmt.Errorf("put dedup: %w", err)
+	}
+	k := make([]byte, 8, 8+len(key))
+	binary.BigEndian.PutUint64(k, timeKey(until))
+	k = append(k, key...)
+	if err := tx.Bucket(bDedupExp).Put(k, nil); err != nil {
+		return fmt.Errorf("put dedup expiry: %w", err)
+	}
+	return nil
+}
+
+// Claim implements relay.Store.
+func (s *Store) Claim(ctx context.Context, hook string, now time.Time, limit int, skip func(uint64) bool) ([]relay.Delivery, time.Time, error) {
+	var (
+		out  []relay.Delivery
+		next time.Time
+	)
+	if err := ctx.Err(); err != nil {
+		return nil, next, err
+	}
+	nowKey := timeKey(now)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		hb := tx.Bucket(bDue).Bucket([]byte(hook))
+		if hb == nil {
+			return nil
+		}
+		events := tx.Bucket(bEvents)
+		c := hb.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			at, id, ok := parseDueKey(k)
+			if !ok {
+				return fmt.Errorf("due key %x of hook %q: %w", k, hook, errCorrupt)
+			}
+			if at > nowKey {
+				next = keyTime(at)
+				return nil
+			}
+			if skip != nil && skip(id) {
+				continue
+			}
+			if len(out) >= limit {
+				next = keyTime(at)
+				return nil
+			}
+			seq, attempts, err := parseDueValue(v)
+			if err != nil {
+				return fmt.Errorf("due entry of task %d: %w", id, err)
+			}
+			raw := events.Get(u64key(seq))
+			if raw == nil {
+				return fmt.Errorf("task %d: event %d is missing: %w", id, seq, errCorrupt)
+			}
+			ev, _, err := decodeEvent(raw)
+			if err != nil {
+				return fmt.Errorf("event %d: %w", seq, err)
+			}
+			out = append(out, relay.Delivery{TaskID: id, Hook: hook, DueAt: keyTime(at), Attempts: attempts, Event: ev})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("claim deliveries of %q: %w", hook, err)
+	}
+	return out, next, nil
+}
+
+// Complete implements relay.Store.
+func (s *Store) Complete(o relay.Outcome, done func(error)) {
+	attempt := encodeAttempt(&o.Attempt)
+	d := o.Delivery
+	oldKey := dueKey(d.DueAt, d.TaskID)
+	s.submit(op{done: done, fn: func(tx *bolt.Tx) error {
+		tasks := tx.Bucket(bTasks)
+		raw := tasks.Get(u64key(d.TaskID))
+		if raw == nil {
+			return fmt.Errorf("complete task %d: %w", d.TaskID, relay.ErrNotFound)
+		}
+		t, err := decodeTask(d.TaskID, raw)
+		if err != nil {
+			return fmt.Errorf("task %d: %w", d.TaskID, err)
+		}
+		if t.State != relay.StatePending || t.Attempts != d.Attempts {
+			// Already moved on by another completion of the same claim;
+			// recording it twice would corrupt the attempt count.
+			return nil
+		}
+		hb := tx.Bucket(bDue).Bucket([]byte(d.Hook))
+		if hb != nil {
+			if err := hb.Delete(oldKey); err != nil {
+				return fmt.Errorf("delete due entry: %w", err)
+			}
+		}
+		if err := tx.Bucket(bAttempts).Put(attemptKey(d.TaskID, o.Attempt.N), attempt); err != nil {
+			return fmt.Errorf("put attempt: %w", err)
+		}
+		t.Attempts = d.Attempts + 1
+		t.State = o.State
+		t.NextAt = time.Time{}
+		switch o.State {
+		case relay.StatePending:
+			t.NextAt = o.Next
+			if hb == nil {
+				if hb, err = hookBucket(tx.Bucket(bDue), d.Hook); err != nil {
+					return err
+				}
+			}
+			if err := hb.Put(dueKey(o.Next, d.TaskID), dueValue(t.EventSeq, t.Attempts)); err != nil {
+				return fmt.Errorf("put due entry: %w", err)
+			}
+		case relay.StateDead:
+			if err := tx.Bucket(bDead).Put(dueKey(o.Attempt.At, d.TaskID), nil); err != nil {
+				return fmt.Errorf("put dead letter: %w", err)
+			}
+		case relay.StateDelivered:
+		default:
+			return fmt.Errorf("complete task %d: invalid state %d", d.TaskID, o.State)
+		}
+		if err := tasks.Put(u64key(d.TaskID), encodeTask(&t)); err != nil {
+			return fmt.Errorf("put task: %w", err)
+		}
+		return nil
+	}})
+}
+
+// QueuedHooks implements relay.Store.
+func (s *Store) QueuedHooks(ctx context.Context) ([]string, error) {
+	var names []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		due := tx.Bucket(bDue)
+		return due.ForEachBucket(func(name []byte) error {
+			if first, _ := due.Bucket(name).Cursor().First(); first != nil {
+				names = append(names, string(name))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list queued hooks: %w", err)
+	}
+	return names, ctx.Err()
+}
+
+// Task implements relay.Store.
+func (s *Store) Task(ctx context.Context, taskID uint64) (relay.TaskInfo, []relay.Attempt, error) {
+	var (
+		info     relay.TaskInfo
+		attempts []relay.Attempt
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bTasks).Get(u64key(taskID))
+		if raw == nil {
+			return relay.ErrNotFound
+		}
+		var err error
+		if info, err = decodeTask(taskID, raw); err != nil {
+			return err
+		}
+		prefix := u64key(taskID)
+		c := tx.Bucket(bAttempts).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			a, err := decodeAttempt(v)
+			if err != nil {
+				return fmt.Errorf("attempt %x: %w", k, err)
+			}
+			attempts = append(attempts, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return relay.TaskInfo{}, nil, fmt.Errorf("task %d: %w", taskID, err)
+	}
+	return info, attempts, ctx.Err()
+}
+
+// sweeper removes expired dedup entries in small batches, reading the
+// expiry index from its start: it never scans live entries.
+func (s *Store) sweeper(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTimer(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := s.sweepOnce(context.Background(), 1000)
+			if err != nil {
+				s.log.Error("dedup sweep failed", "err", err)
+				break
+			}
+			if n < 1000 {
+				break
+			}
+		}
+		t.Reset(every)
+	}
+}
+
+// sweepOnce deletes up to max expired dedup entries and reports how many.
+func (s *Store) sweepOnce(ctx context.Context, max int) (int, error) {
+	nowKey := timeKey(s.now())
+	var n int
+	err := s.submitWait(ctx, func(tx *bolt.Tx) error {
+		n = 0
+		exp := tx.Bucket(bDedupExp)
+		dedup := tx.Bucket(bDedup)
+		// Collect first: deleting under a moving cursor can skip keys.
+		var expired [][]byte
+		c := exp.Cursor()
+		for k, _ := c.First(); k != nil && len(expired) < max; k, _ = c.Next() {
+			if len(k) < 8 || binary.BigEndian.Uint64(k[:8]) > nowKey {
+				break
+			}
+			expired = append(expired, bytes.Clone(k))
+		}
+		for _, k := range expired {
+			key := k[8:]
+			// The key may have been reused with a later expiry.
+			if _, until, ok := parseDedupValue(dedup.Get(key)); ok && until <= nowKey {
+				if err := dedup.Delete(key); err != nil {
+					return err
+				}
+			}
+			if err := exp.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(expired)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep dedup: %w", err)
+	}
+	return n, nil
+}

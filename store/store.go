@@ -1,0 +1,320 @@
+// Package store keeps hookrelay's events and delivery queue in one bbolt
+// file. It implements relay.Store.
+//
+// All writes go through a single writer goroutine that commits whatever is
+// waiting in one transaction (group commit): many concurrent requests share
+// one fsync, and each waits for at most one commit cycle after the one in
+// progress. Reads use bbolt read transactions and copy bytes out before
+// they end.
+//
+// Layout (bucket: key -> value):
+//
+//	meta:        "schema" -> version
+//	events:      seq -> event record (id, source, type, received, body)
+//	tasks:       task id -> task record (hook, event seq, state, attempts)
+//	due/<hook>:  next-attempt time + task id -> event seq + attempts
+//	attempts:    task id + attempt number -> attempt record
+//	dead:        dead-letter time + task id -> nil
+//	dedup:       dedup key -> event seq + expiry
+//	dedupexp:    expiry + dedup key -> nil
+//
+// The due index is what the scheduler reads: a cursor from the start of a
+// hook's bucket finds the due deliveries in O(log n) without scanning the
+// queue, and nothing about the queue is held in memory.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"hookrelay/relay"
+)
+
+var _ relay.Store = (*Store)(nil)
+
+var (
+	bMeta     = []byte("meta")
+	bEvents   = []byte("events")
+	bTasks    = []byte("tasks")
+	bDue      = []byte("due")
+	bAttempts = []byte("attempts")
+	bDead     = []byte("dead")
+	bDedup    = []byte("dedup")
+	bDedupExp = []byte("dedupexp")
+
+	kSchema = []byte("schema")
+)
+
+const schemaVersion = 1
+
+// FileName is the database file inside the data directory.
+const FileName = "hookrelay.db"
+
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("database is in use by another process")
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// Logger receives the store's own log lines; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// LockTimeout is how long Open waits for the file lock; default 1s.
+	LockTimeout time.Duration
+	// MaxBatch caps the writes committed in one transaction; default 4096.
+	MaxBatch int
+	// SweepInterval is how often expired dedup entries are removed;
+	// default one minute.
+	SweepInterval time.Duration
+}
+
+// Store is a bbolt-backed relay.Store. Create it with Open and release it
+// with Close.
+type Store struct {
+	db       *bolt.DB
+	log      *slog.Logger
+	now      func() time.Time
+	maxBatch int
+
+	// mu guards closed; submitters hold it shared while they send so that
+	// Close can wait for them before it stops the writer.
+	mu     sync.RWMutex
+	closed bool
+	ops    chan op
+
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// Stats are counters of the writer since Open.
+type Stats struct {
+	Commits    uint64 // transactions committed
+	Ops        uint64 // writes committed
+	CommitTime time.Duration
+}
+
+// Open opens (creating if needed) the database in dir. It fails with an
+// error wrapping ErrLocked, instead of waiting forever, when another
+// process has the database open.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 4096
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = time.Minute
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w (is another hookrelay running with this data_dir?)", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := initSchema(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{
+		db:       db,
+		log:      opts.Logger,
+		now:      opts.Now,
+		maxBatch: opts.MaxBatch,
+		ops:      make(chan op, opts.MaxBatch),
+		quit:     make(chan struct{}),
+	}
+	s.wg.Add(2)
+	go s.writer()
+	go s.sweeper(opts.SweepInterval)
+	return s, nil
+}
+
+func initSchema(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bMeta, bEvents, bTasks, bDue, bAttempts, bDead, bDedup, bDedupExp} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bMeta)
+		if v := meta.Get(kSchema); v != nil {
+			if len(v) != 1 || v[0] != schemaVersion {
+				return fmt.Errorf("database schema version %v is not supported by this hookrelay (want %d)", v, schemaVersion)
+			}
+			return nil
+		}
+		return meta.Put(kSchema, []byte{schemaVersion})
+	})
+}
+
+// Close stops accepting writes, commits what is already queued, and closes
+// the database. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.quit)
+	s.wg.Wait()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close database: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the writer's counters.
+func (s *Store) Stats() Stats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.db.Path() }
+
+// op is one write. fn runs inside the shared transaction and must only
+// fail for storage errors; it may run more than once if another op of the
+// same batch fails, so it must not have effects outside the transaction
+// other than setting its own results. done is called exactly once.
+type op struct {
+	fn   func(tx *bolt.Tx) error
+	done func(error)
+}
+
+func (s *Store) submit(o op) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		o.done(relay.ErrClosed)
+		return
+	}
+	s.ops <- o
+	s.mu.RUnlock()
+}
+
+// submitWait submits fn and waits for its commit or for ctx.
+func (s *Store) submitWait(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	ch := make(chan error, 1)
+	s.submit(op{fn: fn, done: func(err error) { ch <- err }})
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) writer() {
+	defer s.wg.Done()
+	batch := make([]op, 0, s.maxBatch)
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		case <-s.quit:
+			// Submitters are gone (Close waited for them): commit what
+			// they left and stop.
+			for {
+				select {
+				case o := <-s.ops:
+					batch = append(batch, o)
+					if len(batch) == s.maxBatch {
+						s.commit(batch)
+						batch = batch[:0]
+					}
+					continue
+				default:
+				}
+				break
+			}
+			s.commit(batch)
+			return
+		}
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// opError marks the failure of one op, as opposed to the commit.
+type opError struct {
+	index int
+	err   error
+}
+
+func (e *opError) Error() string { return e.err.Error() }
+
+// commit runs batch in one transaction. An op that fails is answered with
+// its error and the rest are committed without it.
+func (s *Store) commit(batch []op) {
+	for len(batch) > 0 {
+		start := time.Now()
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i := range batch {
+				if err := batch[i].fn(tx); err != nil {
+					return &opError{index: i, err: err}
+				}
+			}
+			return nil
+		})
+		var oe *opError
+		if errors.As(err, &oe) {
+			s.log.Error("store write failed", "err", oe.err)
+			batch[oe.index].done(oe.err)
+			batch = append(batch[:oe.index:oe.index], batch[oe.index+1:]...)
+			continue
+		}
+		if err != nil {
+			s.log.Error("store commit failed", "ops", len(batch), "err", err)
+			err = fmt.Errorf("commit: %w", err)
+		} else {
+			s.statsMu.Lock()
+			s.stats.Commits++
+			s.stats.Ops += uint64(len(batch))
+			s.stats.CommitTime += time.Since(start)
+			s.statsMu.Unlock()
+		}
+		for i := range batch {
+			batch[i].done(err)
+		}
+		return
+	}
+}
