@@ -10,8 +10,8 @@ import (
 // are resolved. Values of this type are produced by Load and LoadBytes and
 // are not modified afterwards; the relay treats a Config as read-only.
 type Config struct {
-	// Path is the file the configuration was read from, or "" for the
-	// embedded default.
+	// Path is the file the configuration was read from, or the name it
+	// was loaded under (DemoConfigName for the embedded default).
 	Path string
 
 	Server     ServerConfig
