@@ -345,3 +345,55 @@ func (s *Store) sweepOnce(ctx context.Context, max int) (int, error) {
 	}
 	return n, nil
 }
+
+// Counts are totals over the store, for status and tests.
+type Counts struct {
+	Events  int // events stored
+	Pending int // deliveries waiting for an attempt
+	Dead    int // dead-lettered deliveries
+}
+
+// Counts returns the totals. It reads bucket statistics, which costs time
+// proportional to the number of pages, so it is for status and tests, not
+// for the hot path.
+func (s *Store) Counts(ctx context.Context) (Counts, error) {
+	var c Counts
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c.Events = tx.Bucket(bEvents).Stats().KeyN
+		c.Dead = tx.Bucket(bDead).Stats().KeyN
+		due := tx.Bucket(bDue)
+		return due.ForEachBucket(func(name []byte) error {
+			c.Pending += due.Bucket(name).Stats().KeyN
+			return nil
+		})
+	})
+	if err != nil {
+		return Counts{}, fmt.Errorf("count: %w", err)
+	}
+	return c, ctx.Err()
+}
+
+// Dead returns up to limit dead-lettered deliveries, oldest first.
+func (s *Store) Dead(ctx context.Context, limit int) ([]relay.TaskInfo, error) {
+	var out []relay.TaskInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		tasks := tx.Bucket(bTasks)
+		c := tx.Bucket(bDead).Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+			_, id, ok := parseDueKey(k)
+			if !ok {
+				return fmt.Errorf("dead key %x: %w", k, errCorrupt)
+			}
+			t, err := decodeTask(id, tasks.Get(u64key(id)))
+			if err != nil {
+				return fmt.Errorf("task %d: %w", id, err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return out, ctx.Err()
+}

@@ -318,3 +318,12 @@ func (s *Store) commit(batch []op) {
 		return
 	}
 }
+
+// Ping commits an empty write transaction through the writer, proving
+// that the writer is running and the file accepts commits.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.submitWait(ctx, func(*bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("store ping: %w", err)
+	}
+	return nil
+}
