@@ -1,0 +1,54 @@
+// Command hookrelay is a self-hosted webhook relay. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"hookrelay/cli"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run picks the command and maps its error to an exit code: 0 success,
+// 1 failure, 2 usage error.
+func run(args []string) int {
+	name := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	var cmd cli.Command
+	switch name {
+	case "serve":
+		cmd = &cli.ServeCommand{Stdout: os.Stdout, Stderr: os.Stderr}
+	case "check":
+		cmd = &cli.CheckCommand{Stdout: os.Stdout, Stderr: os.Stderr}
+	case "version":
+		cmd = &cli.VersionCommand{Stdout: os.Stdout}
+	case "help":
+		cli.PrintUsage(os.Stdout)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "hookrelay: unknown command %q\n\n", name)
+		cli.PrintUsage(os.Stderr)
+		return 2
+	}
+	err := cmd.Run(context.Background(), args)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, cli.ErrUsage):
+		return 2
+	case errors.Is(err, cli.ErrReported):
+		return 1
+	default:
+		fmt.Fprintf(os.Stderr, "hookrelay: %v\n", err)
+		return 1
+	}
+}
