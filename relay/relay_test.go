@@ -555,3 +555,14 @@ func TestQueueSurvivesRestartAndUnconfiguredHookIsKept(t *testing.T) {
 		t.Fatalf("erp got %d events, want 20", got)
 	}
 }
+
+func TestStoreFailureAnswers503(t *testing.T) {
+	n := startRelay(t, t.TempDir(), "")
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, out := n.post("Bearer "+token, "", `{"type":"a"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("publish with a closed store = %d %v (Retry-After %q)", resp.StatusCode, out, resp.Header.Get("Retry-After"))
+	}
+}
