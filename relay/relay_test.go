@@ -540,6 +540,9 @@ func TestQueueSurvivesRestartAndUnconfiguredHookIsKept(t *testing.T) {
 		t.Fatalf("unconfigured queued hooks = %v, %v", gone, err)
 	}
 	waitFor(t, "crm deliveries after restart", 10*time.Second, func() bool { return rc.delivered() == 20 })
+	// What stays queued is erp's 20, once crm's outcomes are committed.
+	waitFor(t, "crm outcomes recorded", 10*time.Second, func() bool { return n.counts().Pending == 20 })
+	time.Sleep(200 * time.Millisecond)
 	if c := n.counts(); c.Pending != 20 {
 		t.Fatalf("pending = %d, want erp's 20 kept", c.Pending)
 	}
