@@ -29,6 +29,8 @@ func run(args []string) int {
 		cmd = &cli.ServeCommand{Stdout: os.Stdout, Stderr: os.Stderr}
 	case "check":
 		cmd = &cli.CheckCommand{Stdout: os.Stdout, Stderr: os.Stderr}
+	case "bench":
+		cmd = &cli.BenchCommand{Stdout: os.Stdout, Stderr: os.Stderr}
 	case "version":
 		cmd = &cli.VersionCommand{Stdout: os.Stdout}
 	case "help":

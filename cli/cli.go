@@ -57,6 +57,7 @@ durably and delivers them, signed and retried, to the configured hooks.
 Usage:
   hookrelay [serve] [-config FILE]   run the relay (the embedded demo without -config)
   hookrelay check -config FILE       validate a configuration and run nothing
+  hookrelay bench [flags]            measure the relay against this machine's limits
   hookrelay version                  print the version
 
 Run "hookrelay COMMAND -h" for a command's flags.

@@ -1,0 +1,511 @@
+// Package bench measures a relay on the machine it runs on, against that
+// machine's own limits measured in the same run: the loopback HTTP
+// ceiling (a bare handler with the same client, body size and
+// concurrency), the disk's fdatasync rate and bbolt's back-to-back commit
+// rate. It is what `hookrelay bench` runs.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"hookrelay/relay"
+	"hookrelay/store"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Events     int           // events per phase; 0 means run for Duration
+	Size       int           // bytes per published event body
+	Publishers int           // concurrent publishers
+	Hooks      int           // hooks every event is delivered to
+	Duration   time.Duration // per phase, when Events is 0
+	Backlog    int           // deliveries to queue in the backlog phase; 0 skips it
+	Dir        string        // parent of the temporary data dirs; "" for the system's
+	// Progress receives one-line progress updates (a terminal); nil for none.
+	Progress io.Writer
+}
+
+// Result is everything a run measured. Rates are per second.
+type Result struct {
+	Machine Machine `json:"machine"`
+	Config  struct {
+		Events, Size, Publishers, Hooks, Backlog int
+		Duration                                 string
+	} `json:"config"`
+
+	FsyncPerSec     float64  `json:"fsync_per_sec"`
+	HTTPCeilingPerS float64  `json:"http_ceiling_per_sec"`
+	BoltCommitsPerS float64  `json:"bolt_commits_per_sec"` // back-to-back, same batch size as ingest
+	Ingest          Ingest   `json:"ingest"`
+	EndToEnd        E2E      `json:"end_to_end"`
+	Backlog         *Backlog `json:"backlog,omitempty"`
+	IngestVsCeiling float64  `json:"ingest_vs_http_ceiling"`
+	CommitsVsFsync  float64  `json:"commits_vs_fsync"`
+	CommitsVsBolt   float64  `json:"commits_vs_bolt"`
+	E2EVsCeiling    float64  `json:"end_to_end_vs_http_ceiling"`
+	AckP99InCommits float64  `json:"ack_p99_in_commit_cycles"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	OS, Arch, Go string
+	CPUs         int
+	DataDir      string
+}
+
+// Ingest is the durable acknowledgement path alone: deliveries are queued
+// but not attempted during it.
+type Ingest struct {
+	EventsPerSec    float64       `json:"events_per_sec"`
+	Ack             Dist          `json:"ack"`
+	EventsPerCommit float64       `json:"events_per_commit"`
+	CommitsPerSec   float64       `json:"commits_per_sec"`
+	CommitCycle     time.Duration `json:"commit_cycle_ns"`
+	// WriterBusy is the share of the time the writer spent in
+	// transactions; CPUPerEvent is process CPU time (all cores) per event.
+	WriterBusy  float64       `json:"writer_busy"`
+	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
+	Failed      int           `json:"failed"`
+}
+
+// E2E is publish and delivery running together.
+type E2E struct {
+	IngestPerSec    float64 `json:"ingest_per_sec"`
+	DeliveredPerSec float64 `json:"delivered_per_sec"`
+	Latency         Dist    `json:"publish_to_delivery"`
+	Delivered       int     `json:"delivered"`
+}
+
+// Backlog is the large-queue phase.
+type Backlog struct {
+	Queued           int           `json:"queued"`
+	QueuePerSec      float64       `json:"queue_per_sec"`
+	FileBytes        int64         `json:"file_bytes"`
+	BytesPerDelivery float64       `json:"bytes_per_delivery"`
+	Ready            time.Duration `json:"ready_ns"` // store open to healthz 200
+	DrainPerSec      float64       `json:"drain_per_sec"`
+	// SmallDrainPerSec is the drain rate of a queue of SmallQueue
+	// deliveries (a hundredth, at least 2000) in the same run; DrainVsSmall
+	// compares the two.
+	SmallQueue       int     `json:"small_queue"`
+	SmallDrainPerSec float64 `json:"small_drain_per_sec"`
+	DrainVsSmall     float64 `json:"drain_vs_small_queue"`
+	MaxRSS           int64   `json:"max_rss_bytes"`
+	MaxRSSAnon       int64   `json:"max_rss_anon_bytes"`
+}
+
+const benchToken = "bench-publisher-token-000000000"
+
+// Run performs the benchmark. It uses temporary directories under
+// cfg.Dir and removes them.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Size <= 0 || cfg.Publishers <= 0 || cfg.Hooks <= 0 || (cfg.Events <= 0 && cfg.Duration <= 0) {
+		return nil, errors.New("bench: size, publishers, hooks and events or duration must be positive")
+	}
+	root, err := os.MkdirTemp(cfg.Dir, "hookrelay-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(root)
+
+	res := &Result{Machine: Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, Go: runtime.Version(), CPUs: runtime.NumCPU(), DataDir: root}}
+	res.Config.Events, res.Config.Size, res.Config.Publishers, res.Config.Hooks, res.Config.Backlog = cfg.Events, cfg.Size, cfg.Publishers, cfg.Hooks, cfg.Backlog
+	res.Config.Duration = cfg.Duration.String()
+	p := progress{w: cfg.Progress}
+	defer p.done()
+
+	p.say("disk: fdatasync rate")
+	if res.FsyncPerSec, err = fsyncRate(root, 2*time.Second); err != nil {
+		return nil, err
+	}
+	p.say("loopback HTTP ceiling")
+	if res.HTTPCeilingPerS, err = httpCeiling(ctx, cfg, &p); err != nil {
+		return nil, err
+	}
+	p.say("ingest")
+	if res.Ingest, err = ingest(ctx, cfg, filepath.Join(root, "ingest"), &p); err != nil {
+		return nil, err
+	}
+	p.say("bbolt back-to-back commits")
+	batch := max(int(res.Ingest.EventsPerCommit+0.5), 1)
+	if res.BoltCommitsPerS, err = boltCommitRate(filepath.Join(root, "bolt"), batch, cfg.Size, cfg.Hooks, 2*time.Second); err != nil {
+		return nil, err
+	}
+	p.say("end to end")
+	if res.EndToEnd, err = endToEnd(ctx, cfg, filepath.Join(root, "e2e"), &p); err != nil {
+		return nil, err
+	}
+	if cfg.Backlog > 0 {
+		// The baseline is the same drain on a queue a hundredth the size.
+		small := cfg
+		small.Backlog = max(cfg.Backlog/100, 2000)
+		base, err := backlog(ctx, small, filepath.Join(root, "backlog-small"), 0, &p)
+		if err != nil {
+			return nil, err
+		}
+		b, err := backlog(ctx, cfg, filepath.Join(root, "backlog"), base.DrainPerSec, &p)
+		if err != nil {
+			return nil, err
+		}
+		b.SmallQueue = base.Queued
+		b.SmallDrainPerSec = base.DrainPerSec
+		res.Backlog = b
+	}
+	res.IngestVsCeiling = ratio(res.Ingest.EventsPerSec, res.HTTPCeilingPerS)
+	res.CommitsVsFsync = ratio(res.Ingest.CommitsPerSec, res.FsyncPerSec)
+	res.CommitsVsBolt = ratio(res.Ingest.CommitsPerSec, res.BoltCommitsPerS)
+	res.E2EVsCeiling = ratio(res.EndToEnd.DeliveredPerSec/float64(cfg.Hooks), res.HTTPCeilingPerS)
+	res.AckP99InCommits = ratio(float64(res.Ingest.Ack.P99), float64(res.Ingest.CommitCycle))
+	return res, nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// fsyncRate measures write+fdatasync of one 4 KiB block in dir.
+func fsyncRate(dir string, d time.Duration) (float64, error) {
+	f, err := os.CreateTemp(dir, "fsync-")
+	if err != nil {
+		return 0, fmt.Errorf("fsync probe: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	block := make([]byte, 4096)
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		if _, err := f.WriteAt(block, int64(n%256)*4096); err != nil {
+			return 0, fmt.Errorf("fsync probe: %w", err)
+		}
+		if err := fdatasync(f); err != nil {
+			return 0, fmt.Errorf("fsync probe: %w", err)
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// httpCeiling runs the same load against a bare handler answering 204.
+func httpCeiling(ctx context.Context, cfg Config, p *progress) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("http ceiling: %w", err)
+	}
+	srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	go srv.Serve(ln)
+	defer srv.Close()
+	client := newClient(cfg.Publishers)
+	defer client.CloseIdleConnections()
+	l := &load{url: "http://" + ln.Addr().String() + "/", token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
+		events: cfg.Events, duration: cfg.Duration, progress: p.count("ceiling")}
+	r := l.run(ctx, client, 0)
+	if r.OK == 0 {
+		return 0, errors.New("http ceiling: no request succeeded")
+	}
+	return r.perSec(), nil
+}
+
+// newServer is configured like the relay's own server.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+}
+
+// instance is an in-process relay on a real listener.
+type instance struct {
+	st   *store.Store
+	r    *relay.Relay
+	srv  *http.Server
+	url  string
+	addr string
+}
+
+func relayConfig(dir string, hookURLs []string, maxBody int) (*relay.Config, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[server]\ndata_dir = %q\nmax_body = %d\n\n[[publisher]]\nname = \"bench\"\ntoken = %q\n", dir, max(maxBody, 1024), benchToken)
+	for i, u := range hookURLs {
+		fmt.Fprintf(&b, "\n[[hook]]\nname = \"h%d\"\nurl = %q\nevents = [\"*\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nconcurrency = 32\nretry = [\"1s\", \"5s\", \"30s\"]\n", i, u)
+	}
+	return relay.LoadBytes(filepath.Join(dir, "bench.toml"), []byte(b.String()))
+}
+
+// startInstance opens the store and serves the relay; deliveries run only
+// if deliver is set.
+func startInstance(ctx context.Context, dir string, hookURLs []string, size int, deliver bool) (*instance, error) {
+	cfg, err := relayConfig(dir, hookURLs, 2*size+1024)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	r, err := relay.New(cfg, st, relay.Options{Logger: slog.New(slog.DiscardHandler), Version: "bench"})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	in := &instance{st: st, r: r, srv: newServer(r.Handler()), addr: ln.Addr().String()}
+	in.url = "http://" + in.addr + "/v1/events"
+	if deliver {
+		if err := r.Start(ctx); err != nil {
+			ln.Close()
+			st.Close()
+			return nil, err
+		}
+	}
+	go in.srv.Serve(ln)
+	return in, nil
+}
+
+func (in *instance) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in.srv.Shutdown(ctx)
+	in.r.Shutdown(ctx)
+	return in.st.Close()
+}
+
+// deadHookURLs point at a port nothing listens on; ingest never delivers.
+func deadHookURLs(n int) []string {
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = "http://127.0.0.1:9/h" + strconv.Itoa(i)
+	}
+	return urls
+}
+
+func ingest(ctx context.Context, cfg Config, dir string, p *progress) (Ingest, error) {
+	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg.Size, false)
+	if err != nil {
+		return Ingest{}, fmt.Errorf("ingest: %w", err)
+	}
+	defer in.stop()
+	client := newClient(cfg.Publishers)
+	defer client.CloseIdleConnections()
+	before := in.st.Stats()
+	cpu0 := cpuTime()
+	l := &load{url: in.url, token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
+		events: cfg.Events, duration: cfg.Duration, progress: p.count("ingest")}
+	r := l.run(ctx, client, 0)
+	cpu := cpuTime() - cpu0
+	after := in.st.Stats()
+	commits := float64(after.Commits - before.Commits)
+	out := Ingest{EventsPerSec: r.perSec(), Ack: distOf(r.Latencies), Failed: r.Failed}
+	if commits > 0 {
+		out.EventsPerCommit = float64(after.Ops-before.Ops) / commits
+		out.CommitsPerSec = commits / r.Elapsed.Seconds()
+		out.CommitCycle = (after.CommitTime - before.CommitTime) / time.Duration(commits)
+		out.WriterBusy = (after.CommitTime - before.CommitTime).Seconds() / r.Elapsed.Seconds()
+	}
+	if r.OK > 0 {
+		out.CPUPerEvent = cpu / time.Duration(r.OK)
+	}
+	if r.OK == 0 {
+		return out, errors.New("ingest: no event was accepted")
+	}
+	return out, nil
+}
+
+// receivers are in-process webhook receivers that record when each
+// event number arrived.
+type receivers struct {
+	servers []*http.Server
+	urls    []string
+	count   atomic.Int64
+	mu      sync.Mutex
+	lat     []time.Duration
+	sentAt  sync.Map // event number -> time.Time
+}
+
+func startReceivers(n int) (*receivers, error) {
+	rc := &receivers{}
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			rc.close()
+			return nil, err
+		}
+		srv := newServer(http.HandlerFunc(rc.handle))
+		go srv.Serve(ln)
+		rc.servers = append(rc.servers, srv)
+		rc.urls = append(rc.urls, "http://"+ln.Addr().String()+"/h"+strconv.Itoa(i))
+	}
+	return rc, nil
+}
+
+func (rc *receivers) handle(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	now := time.Now()
+	if id := r.Header.Get("webhook-id"); len(id) > 1 {
+		if n, err := strconv.Atoi(id[1:]); err == nil {
+			if t, ok := rc.sentAt.Load(n); ok {
+				rc.mu.Lock()
+				rc.lat = append(rc.lat, now.Sub(t.(time.Time)))
+				rc.mu.Unlock()
+			}
+		}
+	}
+	rc.count.Add(1)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rc *receivers) close() {
+	for _, s := range rc.servers {
+		s.Close()
+	}
+}
+
+func (rc *receivers) waitFor(ctx context.Context, n int64, timeout time.Duration, p func(int)) error {
+	deadline := time.Now().Add(timeout)
+	for rc.count.Load() < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d deliveries arrived within %v", rc.count.Load(), n, timeout)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p != nil {
+			p(int(rc.count.Load()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+func endToEnd(ctx context.Context, cfg Config, dir string, p *progress) (E2E, error) {
+	rc, err := startReceivers(cfg.Hooks)
+	if err != nil {
+		return E2E{}, fmt.Errorf("end to end: %w", err)
+	}
+	defer rc.close()
+	in, err := startInstance(ctx, dir, rc.urls, cfg.Size, true)
+	if err != nil {
+		return E2E{}, fmt.Errorf("end to end: %w", err)
+	}
+	defer in.stop()
+	client := newClient(cfg.Publishers)
+	defer client.CloseIdleConnections()
+	l := &load{url: in.url, token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
+		events: cfg.Events, duration: cfg.Duration, progress: p.count("end to end"),
+		sent: func(n int, at time.Time) { rc.sentAt.Store(n, at) }}
+	start := time.Now()
+	r := l.run(ctx, client, 0)
+	want := int64(r.OK) * int64(cfg.Hooks)
+	if err := rc.waitFor(ctx, want, 5*time.Minute, p.count("draining")); err != nil {
+		return E2E{}, fmt.Errorf("end to end: %w", err)
+	}
+	elapsed := time.Since(start)
+	rc.mu.Lock()
+	lat := distOf(rc.lat)
+	rc.mu.Unlock()
+	return E2E{IngestPerSec: r.perSec(), DeliveredPerSec: float64(want) / elapsed.Seconds(), Latency: lat, Delivered: int(want)}, nil
+}
+
+// backlog queues cfg.Backlog deliveries with delivery paused (as when the
+// receiver is down), restarts the relay on them, then drains them.
+func backlog(ctx context.Context, cfg Config, dir string, baseRate float64, p *progress) (*Backlog, error) {
+	out := &Backlog{}
+	rss := startRSSSampler()
+	defer rss.stop()
+
+	p.say("backlog: queueing")
+	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg.Size, false)
+	if err != nil {
+		return nil, fmt.Errorf("backlog: %w", err)
+	}
+	client := newClient(cfg.Publishers)
+	events := (cfg.Backlog + cfg.Hooks - 1) / cfg.Hooks
+	l := &load{url: in.url, token: benchToken, publishers: cfg.Publishers, size: cfg.Size, events: events, progress: p.count("backlog queue")}
+	r := l.run(ctx, client, 0)
+	client.CloseIdleConnections()
+	if err := in.stop(); err != nil {
+		return nil, fmt.Errorf("backlog: %w", err)
+	}
+	if r.OK != events {
+		return nil, fmt.Errorf("backlog: %d of %d events accepted", r.OK, events)
+	}
+	out.Queued = events * cfg.Hooks
+	out.QueuePerSec = r.perSec()
+	if fi, err := os.Stat(filepath.Join(dir, store.FileName)); err == nil {
+		out.FileBytes = fi.Size()
+		out.BytesPerDelivery = float64(fi.Size()) / float64(out.Queued)
+	}
+
+	p.say("backlog: restart")
+	rc, err := startReceivers(cfg.Hooks)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.close()
+	// The receivers are up under the old URLs' names only after the
+	// restart: the config now points at them.
+	start := time.Now()
+	in, err = startInstance(ctx, dir, rc.urls, cfg.Size, false)
+	if err != nil {
+		return nil, fmt.Errorf("backlog restart: %w", err)
+	}
+	defer in.stop()
+	if err := in.r.Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := waitHealthy(ctx, in.addr, time.Minute); err != nil {
+		return nil, err
+	}
+	out.Ready = time.Since(start)
+
+	p.say("backlog: draining")
+	start = time.Now()
+	if err := rc.waitFor(ctx, int64(out.Queued), 30*time.Minute, p.count("backlog drain")); err != nil {
+		return nil, fmt.Errorf("backlog drain: %w", err)
+	}
+	out.DrainPerSec = float64(out.Queued) / time.Since(start).Seconds()
+	out.DrainVsSmall = ratio(out.DrainPerSec, baseRate)
+	out.MaxRSS, out.MaxRSSAnon = rss.max()
+	return out, nil
+}
+
+func waitHealthy(ctx context.Context, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		resp, err := client.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("relay not healthy within %v", timeout)
+}

@@ -1,0 +1,60 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// A small run of every phase: the figures are not judged (timing belongs
+// to the bench itself), only that each phase ran and counted correctly.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every phase against real disks and sockets")
+	}
+	res, err := Run(context.Background(), Config{Events: 300, Size: 512, Publishers: 8, Hooks: 2, Backlog: 2400, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FsyncPerSec <= 0 || res.HTTPCeilingPerS <= 0 || res.BoltCommitsPerS <= 0 {
+		t.Fatalf("ceilings not measured: %+v", res)
+	}
+	in := res.Ingest
+	if in.EventsPerSec <= 0 || in.Failed != 0 || in.EventsPerCommit < 1 || in.Ack.P50 <= 0 || in.Ack.P99 < in.Ack.P50 || in.Ack.Max < in.Ack.P99 {
+		t.Fatalf("ingest = %+v", in)
+	}
+	if e := res.EndToEnd; e.Delivered != 300*2 || e.DeliveredPerSec <= 0 || e.Latency.P50 <= 0 {
+		t.Fatalf("end to end = %+v", e)
+	}
+	b := res.Backlog
+	if b == nil || b.Queued != 2400 || b.FileBytes <= 0 || b.DrainPerSec <= 0 || b.SmallQueue != 2000 || b.Ready <= 0 || b.MaxRSS <= 0 {
+		t.Fatalf("backlog = %+v", b)
+	}
+	if _, err := json.Marshal(res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventBodySize(t *testing.T) {
+	for _, size := range []int{256, 1024, 4096} {
+		b := eventBody(12345, size)
+		if len(b) != size || !json.Valid(b) {
+			t.Fatalf("size %d: got %d bytes, valid %v", size, len(b), json.Valid(b))
+		}
+	}
+}
+
+func TestDist(t *testing.T) {
+	if got := distOf(nil); got != (Dist{}) {
+		t.Fatalf("empty dist = %+v", got)
+	}
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[i] = time.Duration(100-i) * time.Millisecond
+	}
+	got := distOf(ds)
+	if got.P50 != 51*time.Millisecond || got.P99 != 100*time.Millisecond || got.Max != 100*time.Millisecond {
+		t.Fatalf("dist = %+v", got)
+	}
+}

@@ -1,0 +1,191 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// load drives concurrent POSTs against one URL.
+type load struct {
+	url        string
+	token      string
+	publishers int
+	size       int
+	// events caps the requests in all (0: no cap); duration caps the time.
+	events   int
+	duration time.Duration
+	// sent, when set, is called with each event number before its
+	// request is made (for publish-to-delivery latency).
+	sent func(n int, at time.Time)
+	// progress, when set, is called about every 200ms with the count.
+	progress func(done int)
+}
+
+// loadResult is what a load run measured.
+type loadResult struct {
+	OK, Failed int
+	Elapsed    time.Duration
+	Latencies  []time.Duration // of the successful requests
+}
+
+func (r loadResult) perSec() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.OK) / r.Elapsed.Seconds()
+}
+
+// newClient is the one HTTP client every load uses, so ceilings and relay
+// runs pay the same client cost.
+func newClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			DisableCompression:  true,
+			IdleConnTimeout:     30 * time.Second,
+		},
+	}
+}
+
+// eventBody returns a publish body of exactly size bytes (at least the
+// bare envelope) for event n.
+func eventBody(n, size int) []byte {
+	head := `{"type":"bench.event","id":"b` + strconv.Itoa(n) + `","data":{"pad":"`
+	tail := `"}}`
+	pad := max(size-len(head)-len(tail), 0)
+	b := make([]byte, 0, len(head)+pad+len(tail))
+	b = append(b, head...)
+	b = append(b, bytes.Repeat([]byte{'x'}, pad)...)
+	return append(b, tail...)
+}
+
+// run sends requests until the cap or the time is reached, or ctx ends.
+// first is the number of the first event.
+func (l *load) run(ctx context.Context, client *http.Client, first int) loadResult {
+	var (
+		next    atomic.Int64
+		ok, bad atomic.Int64
+		mu      sync.Mutex
+		lats    []time.Duration
+		wg      sync.WaitGroup
+	)
+	next.Store(int64(first))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if l.duration > 0 {
+		var c context.CancelFunc
+		ctx, c = context.WithTimeout(ctx, l.duration)
+		defer c()
+	}
+	start := time.Now()
+	for range l.publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 1024)
+			defer func() {
+				mu.Lock()
+				lats = append(lats, local...)
+				mu.Unlock()
+			}()
+			for ctx.Err() == nil {
+				n := int(next.Add(1) - 1)
+				if l.events > 0 && n >= first+l.events {
+					return
+				}
+				body := eventBody(n, l.size)
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, bytes.NewReader(body))
+				if err != nil {
+					bad.Add(1)
+					return
+				}
+				req.Header.Set("Authorization", "Bearer "+l.token)
+				req.Header.Set("Content-Type", "application/json")
+				t0 := time.Now()
+				if l.sent != nil {
+					l.sent(n, t0)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						bad.Add(1)
+					}
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 == 2 {
+					ok.Add(1)
+					local = append(local, time.Since(t0))
+				} else {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	stopProgress := make(chan struct{})
+	var pwg sync.WaitGroup
+	if l.progress != nil {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					l.progress(int(ok.Load()))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	pwg.Wait()
+	return loadResult{OK: int(ok.Load()), Failed: int(bad.Load()), Elapsed: elapsed, Latencies: lats}
+}
+
+// Dist summarises a latency distribution.
+type Dist struct {
+	P50 time.Duration `json:"p50_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	Max time.Duration `json:"max_ns"`
+}
+
+func distOf(d []time.Duration) Dist {
+	if len(d) == 0 {
+		return Dist{}
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration { return d[min(int(q*float64(len(d))), len(d)-1)] }
+	return Dist{P50: at(0.50), P99: at(0.99), Max: d[len(d)-1]}
+}
+
+func (d Dist) String() string {
+	return fmt.Sprintf("p50 %v  p99 %v  max %v", round(d.P50), round(d.P99), round(d.Max))
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d > time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d > time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}

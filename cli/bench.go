@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"text/tabwriter"
+	"time"
+
+	"hookrelay/bench"
+)
+
+// BenchCommand measures an in-process relay on this machine against the
+// machine's own limits.
+type BenchCommand struct {
+	Stdout, Stderr io.Writer
+}
+
+const benchUsage = `usage: hookrelay bench [flags]
+
+Starts a relay in-process on a temporary data dir, with hooks delivering to
+in-process receivers over loopback HTTP, drives it with concurrent
+publishers and prints what it reached, beside the limits measured in the
+same run: the loopback HTTP ceiling (a bare handler answering 204 with the
+same client, body size and concurrency), the disk's fdatasync rate and
+bbolt's back-to-back commit rate.
+
+Phases: ingest (every 202 after fsync, deliveries queued but not yet
+attempted), end to end (publish and delivery together), and with -backlog
+a queue of N deliveries built while delivery is paused, a restart on it,
+and its drain.
+
+Examples:
+  hookrelay bench
+  hookrelay bench -publishers 256 -size 4096 -duration 10s
+  hookrelay bench -backlog 1000000 -json > bench.json
+
+Flags:
+`
+
+// Run implements Command.
+func (c *BenchCommand) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(c.Stderr)
+	fs.Usage = func() {
+		fmt.Fprint(c.Stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	var cfg bench.Config
+	fs.IntVar(&cfg.Events, "events", 0, "events per phase (0: run each phase for -duration)")
+	fs.IntVar(&cfg.Size, "size", 1024, "bytes per published event")
+	fs.IntVar(&cfg.Publishers, "publishers", 64, "concurrent publishers")
+	fs.IntVar(&cfg.Hooks, "hooks", 1, "hooks each event is delivered to")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each phase when -events is 0")
+	fs.IntVar(&cfg.Backlog, "backlog", 0, "deliveries to queue, restart on and drain (0: skip)")
+	fs.StringVar(&cfg.Dir, "dir", "", "where the temporary data dirs go (default: the system temp dir)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if fs.NArg() > 0 || cfg.Size < 1 || cfg.Publishers < 1 || cfg.Hooks < 1 || cfg.Events < 0 || cfg.Backlog < 0 {
+		fs.Usage()
+		return ErrUsage
+	}
+	if f, ok := c.Stderr.(*os.File); ok && isTerminal(f) {
+		cfg.Progress = f
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(c.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printBench(c.Stdout, res)
+	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func printBench(w io.Writer, r *bench.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	m := r.Machine
+	fmt.Fprintf(tw, "machine\t%s/%s, %d CPUs, %s, data in %s\n", m.OS, m.Arch, m.CPUs, m.Go, m.DataDir)
+	fmt.Fprintf(tw, "load\t%d publishers, %d-byte events, %d hook(s)\n", r.Config.Publishers, r.Config.Size, r.Config.Hooks)
+	fmt.Fprintln(tw, "\t")
+	fmt.Fprintf(tw, "ceiling: loopback HTTP\t%.0f req/s\n", r.HTTPCeilingPerS)
+	fmt.Fprintf(tw, "ceiling: disk fdatasync\t%.0f /s\n", r.FsyncPerSec)
+	fmt.Fprintf(tw, "ceiling: bbolt commits back to back\t%.0f /s (%.1f events each)\n", r.BoltCommitsPerS, r.Ingest.EventsPerCommit)
+	fmt.Fprintln(tw, "\t")
+	in := r.Ingest
+	fmt.Fprintf(tw, "ingest (durable 202)\t%.0f events/s\t%.2f x HTTP ceiling\n", in.EventsPerSec, r.IngestVsCeiling)
+	fmt.Fprintf(tw, "ack latency\t%s\tp99 = %.1f commit cycles (%v)\n", in.Ack, r.AckP99InCommits, in.CommitCycle.Round(time.Microsecond))
+	fmt.Fprintf(tw, "commits\t%.0f /s, %.1f events each\t%.2f x fdatasync, %.2f x bbolt back to back\n", in.CommitsPerSec, in.EventsPerCommit, r.CommitsVsFsync, r.CommitsVsBolt)
+	fmt.Fprintf(tw, "cost	%v CPU per event (all cores)	writer busy %.0f%%\n", in.CPUPerEvent.Round(time.Microsecond), 100*in.WriterBusy)
+	if in.Failed > 0 {
+		fmt.Fprintf(tw, "failed requests\t%d\n", in.Failed)
+	}
+	fmt.Fprintln(tw, "\t")
+	e := r.EndToEnd
+	fmt.Fprintf(tw, "end to end: delivered\t%.0f deliveries/s\t%.2f x HTTP ceiling (per hook)\n", e.DeliveredPerSec, r.E2EVsCeiling)
+	fmt.Fprintf(tw, "end to end: ingest\t%.0f events/s\n", e.IngestPerSec)
+	fmt.Fprintf(tw, "publish to delivery\t%s\n", e.Latency)
+	if b := r.Backlog; b != nil {
+		fmt.Fprintln(tw, "\t")
+		fmt.Fprintf(tw, "backlog\t%d deliveries queued at %.0f events/s\n", b.Queued, b.QueuePerSec)
+		fmt.Fprintf(tw, "backlog: file\t%.1f MiB, %.0f bytes per delivery\n", float64(b.FileBytes)/(1<<20), b.BytesPerDelivery)
+		fmt.Fprintf(tw, "backlog: restart to ready\t%v\n", b.Ready.Round(time.Millisecond))
+		fmt.Fprintf(tw, "backlog: drain\t%.0f deliveries/s\t%.2f x the drain of %d (%.0f/s)\n", b.DrainPerSec, b.DrainVsSmall, b.SmallQueue, b.SmallDrainPerSec)
+		fmt.Fprintf(tw, "backlog: max RSS\t%.0f MiB (anonymous %.0f MiB)\n", float64(b.MaxRSS)/(1<<20), float64(b.MaxRSSAnon)/(1<<20))
+	}
+	tw.Flush()
+}
