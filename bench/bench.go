@@ -47,17 +47,18 @@ type Result struct {
 		Duration                                 string
 	} `json:"config"`
 
-	FsyncPerSec     float64  `json:"fsync_per_sec"`
-	HTTPCeilingPerS float64  `json:"http_ceiling_per_sec"`
-	BoltCommitsPerS float64  `json:"bolt_commits_per_sec"` // back-to-back, same batch size as ingest
-	Ingest          Ingest   `json:"ingest"`
-	EndToEnd        E2E      `json:"end_to_end"`
-	Backlog         *Backlog `json:"backlog,omitempty"`
-	IngestVsCeiling float64  `json:"ingest_vs_http_ceiling"`
-	CommitsVsFsync  float64  `json:"commits_vs_fsync"`
-	CommitsVsBolt   float64  `json:"commits_vs_bolt"`
-	E2EVsCeiling    float64  `json:"end_to_end_vs_http_ceiling"`
-	AckP99InCommits float64  `json:"ack_p99_in_commit_cycles"`
+	FsyncPerSec     float64       `json:"fsync_per_sec"`
+	HTTPCeilingPerS float64       `json:"http_ceiling_per_sec"`
+	HTTPCeilingCPU  time.Duration `json:"http_ceiling_cpu_per_req_ns"`
+	BoltCommitsPerS float64       `json:"bolt_commits_per_sec"` // back-to-back, same batch size as ingest
+	Ingest          Ingest        `json:"ingest"`
+	EndToEnd        E2E           `json:"end_to_end"`
+	Backlog         *Backlog      `json:"backlog,omitempty"`
+	IngestVsCeiling float64       `json:"ingest_vs_http_ceiling"`
+	CommitsVsFsync  float64       `json:"commits_vs_fsync"`
+	CommitsVsBolt   float64       `json:"commits_vs_bolt"`
+	E2EVsCeiling    float64       `json:"end_to_end_vs_http_ceiling"`
+	AckP99InCommits float64       `json:"ack_p99_in_commit_cycles"`
 }
 
 // Machine describes where the run happened.
@@ -133,7 +134,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	p.say("loopback HTTP ceiling")
-	if res.HTTPCeilingPerS, err = httpCeiling(ctx, cfg, &p); err != nil {
+	if res.HTTPCeilingPerS, res.HTTPCeilingCPU, err = httpCeiling(ctx, cfg, &p); err != nil {
 		return nil, err
 	}
 	p.say("ingest")
@@ -204,10 +205,10 @@ func fsyncRate(dir string, d time.Duration) (float64, error) {
 }
 
 // httpCeiling runs the same load against a bare handler answering 204.
-func httpCeiling(ctx context.Context, cfg Config, p *progress) (float64, error) {
+func httpCeiling(ctx context.Context, cfg Config, p *progress) (float64, time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, fmt.Errorf("http ceiling: %w", err)
+		return 0, 0, fmt.Errorf("http ceiling: %w", err)
 	}
 	srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -219,11 +220,13 @@ func httpCeiling(ctx context.Context, cfg Config, p *progress) (float64, error) 
 	defer client.CloseIdleConnections()
 	l := &load{url: "http://" + ln.Addr().String() + "/", token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
 		events: cfg.Events, duration: cfg.Duration, progress: p.count("ceiling")}
+	cpu0 := cpuTime()
 	r := l.run(ctx, client, 0)
+	cpu := cpuTime() - cpu0
 	if r.OK == 0 {
-		return 0, errors.New("http ceiling: no request succeeded")
+		return 0, 0, errors.New("http ceiling: no request succeeded")
 	}
-	return r.perSec(), nil
+	return r.perSec(), cpu / time.Duration(r.OK), nil
 }
 
 // newServer is configured like the relay's own server.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"text/tabwriter"
 	"time"
 
@@ -60,6 +61,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Dir, "dir", "", "where the temporary data dirs go (default: the system temp dir)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	traceFile := fs.String("trace", "", "write a Go execution trace of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
@@ -80,6 +82,17 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
 	}
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
@@ -105,7 +118,7 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintf(tw, "machine\t%s/%s, %d CPUs, %s, data in %s\n", m.OS, m.Arch, m.CPUs, m.Go, m.DataDir)
 	fmt.Fprintf(tw, "load\t%d publishers, %d-byte events, %d hook(s)\n", r.Config.Publishers, r.Config.Size, r.Config.Hooks)
 	fmt.Fprintln(tw, "\t")
-	fmt.Fprintf(tw, "ceiling: loopback HTTP\t%.0f req/s\n", r.HTTPCeilingPerS)
+	fmt.Fprintf(tw, "ceiling: loopback HTTP\t%.0f req/s\t%v CPU per request (all cores)\n", r.HTTPCeilingPerS, r.HTTPCeilingCPU.Round(time.Microsecond))
 	fmt.Fprintf(tw, "ceiling: disk fdatasync\t%.0f /s\n", r.FsyncPerSec)
 	fmt.Fprintf(tw, "ceiling: bbolt commits back to back\t%.0f /s (%.1f events each)\n", r.BoltCommitsPerS, r.Ingest.EventsPerCommit)
 	fmt.Fprintln(tw, "\t")

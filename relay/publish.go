@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -20,21 +19,6 @@ const (
 	maxTypeLen = 200
 	maxIDLen   = 200
 )
-
-// publishRequest is the body of POST /v1/events.
-type publishRequest struct {
-	Type *string         `json:"type"`
-	ID   *string         `json:"id"`
-	Data json.RawMessage `json:"data"`
-}
-
-// deliveryBody is what every hook receives for a published event.
-type deliveryBody struct {
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Timestamp string          `json:"timestamp"`
-	Data      json.RawMessage `json:"data"`
-}
 
 // handlePublish accepts an event from a publisher. It answers 202 only
 // after the event and its deliveries are durable; every refusal happens
@@ -68,11 +52,7 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 	} else {
 		ev.ID = newEventID(now)
 	}
-	ev.Body, err = json.Marshal(deliveryBody{ID: ev.ID, Type: ev.Type, Timestamp: now.UTC().Format(time.RFC3339Nano), Data: in.data})
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "data: "+err.Error())
-		return
-	}
+	ev.Body = deliveryBody(ev.ID, ev.Type, now, in.data)
 	areq.Event = ev
 
 	res, err := r.store.Append(req.Context(), areq)
@@ -92,13 +72,31 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 	if res.Duplicate {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, publishResponse{ID: res.EventID, Deliveries: res.Deliveries, Duplicate: res.Duplicate})
+	out := make([]byte, 0, 64+len(res.EventID))
+	out = append(out, `{"id":`...)
+	out = appendJSONString(out, res.EventID)
+	out = append(out, `,"deliveries":`...)
+	out = appendInt(out, res.Deliveries)
+	if res.Duplicate {
+		out = append(out, `,"duplicate":true`...)
+	}
+	writeRaw(w, status, append(out, "}\n"...))
 }
 
-type publishResponse struct {
-	ID         string `json:"id"`
-	Deliveries int    `json:"deliveries"`
-	Duplicate  bool   `json:"duplicate,omitempty"`
+// deliveryBody is what every hook receives for a published event:
+// {"id":...,"type":...,"timestamp":RFC3339,"data":...} with data as the
+// publisher sent it.
+func deliveryBody(id, typ string, at time.Time, data []byte) []byte {
+	b := make([]byte, 0, 80+len(id)+len(typ)+len(data))
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"timestamp":"`...)
+	b = at.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, '}')
 }
 
 func (r *Relay) authenticate(req *http.Request) (string, bool) {
@@ -117,12 +115,17 @@ func readBody(w http.ResponseWriter, req *http.Request, max int64) ([]byte, int,
 	if req.ContentLength > max {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes exceeds the limit of %d bytes", req.ContentLength, max)
 	}
-	size := req.ContentLength
-	if size < 0 || size > max {
-		size = 512
+	body := http.MaxBytesReader(w, req.Body, max)
+	var (
+		b   []byte
+		err error
+	)
+	if req.ContentLength >= 0 {
+		b = make([]byte, req.ContentLength)
+		_, err = io.ReadFull(body, b)
+	} else {
+		b, err = io.ReadAll(body)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, max))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -130,60 +133,77 @@ func readBody(w http.ResponseWriter, req *http.Request, max int64) ([]byte, int,
 		}
 		return nil, http.StatusBadRequest, fmt.Errorf("read body: %w", err)
 	}
-	return buf.Bytes(), 0, nil
+	return b, 0, nil
 }
 
 type publishInput struct {
 	typ  string
 	id   string
-	data json.RawMessage
+	data []byte
 }
 
 // parsePublish validates a publish body strictly: a JSON object with a
-// valid "type", an optional "id", an optional "data", nothing else.
+// string "type", an optional string "id", an optional "data" of any JSON
+// value, and no other or repeated member.
 func parsePublish(body []byte) (publishInput, error) {
 	var in publishInput
 	if !utf8.Valid(body) {
 		return in, errors.New("body is not valid UTF-8")
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 {
+	start := skipSpace(body, 0)
+	if start == len(body) {
 		return in, errors.New("body is empty: send a JSON object with a type")
 	}
-	if trimmed[0] != '{' {
+	if !json.Valid(body) {
+		return in, syntaxError(body)
+	}
+	if body[start] != '{' {
 		return in, errors.New("body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var p publishRequest
-	if err := dec.Decode(&p); err != nil {
-		return in, fmt.Errorf("malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return in, errors.New("malformed JSON: data after the object")
-	}
-	if p.Type == nil {
-		return in, errors.New(`missing "type"`)
-	}
-	if err := validType(*p.Type); err != nil {
+	var typ, id, data []byte
+	err := objectMembers(body[start:], func(key, value []byte) error {
+		name, _ := jsonString(key)
+		var dst *[]byte
+		switch name {
+		case "type":
+			dst = &typ
+		case "id":
+			dst = &id
+		case "data":
+			dst = &data
+		default:
+			return fmt.Errorf("unknown field %s: the body has type, id and data", strconv.Quote(name))
+		}
+		if *dst != nil {
+			return fmt.Errorf("field %q appears twice", name)
+		}
+		*dst = value
+		return nil
+	})
+	if err != nil {
 		return in, err
 	}
-	in.typ = *p.Type
-	if p.ID != nil {
-		if err := validID(*p.ID); err != nil {
+	if typ == nil {
+		return in, errors.New(`missing "type"`)
+	}
+	var ok bool
+	if in.typ, ok = jsonString(typ); !ok {
+		return in, errors.New(`"type" must be a string`)
+	}
+	if err := validType(in.typ); err != nil {
+		return in, err
+	}
+	if id != nil {
+		if in.id, ok = jsonString(id); !ok {
+			return in, errors.New(`"id" must be a string`)
+		}
+		if err := validID(in.id); err != nil {
 			return in, err
 		}
-		in.id = *p.ID
 	}
-	if len(p.Data) == 0 {
-		in.data = json.RawMessage("null")
-	} else {
-		var buf bytes.Buffer
-		buf.Grow(len(p.Data))
-		if err := json.Compact(&buf, p.Data); err != nil {
-			return in, fmt.Errorf("malformed JSON in data: %w", err)
-		}
-		in.data = buf.Bytes()
+	in.data = data
+	if in.data == nil {
+		in.data = []byte("null")
 	}
 	return in, nil
 }
@@ -235,8 +255,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	writeRaw(w, status, append(b, '\n'))
 }
+
+// writeRaw writes an already encoded JSON answer.
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+var jsonContentType = []string{"application/json"}

@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -95,6 +96,11 @@ type Store struct {
 
 	statsMu sync.Mutex
 	stats   Stats
+
+	// eventSeq and taskSeq hand out keys before the transaction; each
+	// commit raises the buckets' stored sequences to what it used, so
+	// keys are never reused after a restart.
+	eventSeq, taskSeq atomic.Uint64
 }
 
 // Stats are counters of the writer since Open.
@@ -148,6 +154,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		maxBatch: opts.MaxBatch,
 		ops:      make(chan op, opts.MaxBatch),
 		quit:     make(chan struct{}),
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		s.eventSeq.Store(tx.Bucket(bEvents).Sequence())
+		s.taskSeq.Store(tx.Bucket(bTasks).Sequence())
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s.wg.Add(2)
 	go s.writer()
