@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"hookrelay/relay"
 )
@@ -46,4 +50,196 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 			b.ReportMetric(float64(st.CommitTime.Microseconds())/float64(max(st.Commits, 1)), "µs/commit")
 		})
 	}
+}
+
+func benchEvent(size int) relay.Event {
+	return relay.Event{ID: "evt_bench", Source: "publisher:bench", Type: "bench.event", Received: time.Now(), Body: bytes.Repeat([]byte{'x'}, size)}
+}
+
+// BenchmarkCommitBatch commits batches of B appends (1 KiB events, one
+// hook) in one transaction each, as the writer does under load; ns/op is
+// per event.
+func BenchmarkCommitBatch(b *testing.B) {
+	for _, batch := range []int{1, 4, 16, 64, 256, 1024} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ev := benchEvent(1024)
+			fns := make([]func(*bolt.Tx) error, batch)
+			b.ResetTimer()
+			for done := 0; done < b.N; done += batch {
+				for i := range fns {
+					fns[i], _ = s.appendOp(relay.AppendRequest{Event: ev, Hooks: []string{"h"}})
+				}
+				if err := s.db.Update(func(tx *bolt.Tx) error {
+					for _, fn := range fns {
+						if err := fn(tx); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAppendFanout100 prepares and commits one event routed to 100
+// hooks: the store's share of fan-out cost.
+func BenchmarkAppendFanout100(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	hooks := make([]string, 100)
+	for i := range hooks {
+		hooks[i] = fmt.Sprintf("hook-%03d", i)
+	}
+	ev := benchEvent(1024)
+	const perCommit = 64
+	b.ResetTimer()
+	for done := 0; done < b.N; done += perCommit {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			for range perCommit {
+				fn, _ := s.appendOp(relay.AppendRequest{Event: ev, Hooks: hooks})
+				if err := fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// claimFixture is a store holding n due deliveries of hook "h" (small
+// events: the claim cost is in the index, not the bodies), built once.
+var claimFixture struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func claimStore(b *testing.B, n int) *Store {
+	claimFixture.once.Do(func() {
+		claimFixture.dir, claimFixture.err = os.MkdirTemp("", "hookrelay-claim-bench-")
+		if claimFixture.err != nil {
+			return
+		}
+		s, err := Open(claimFixture.dir, Options{})
+		if err != nil {
+			claimFixture.err = err
+			return
+		}
+		defer s.Close()
+		ev := benchEvent(64)
+		const perTx = 50000
+		for done := 0; done < n && claimFixture.err == nil; done += perTx {
+			claimFixture.err = s.db.Update(func(tx *bolt.Tx) error {
+				for i := 0; i < perTx && done+i < n; i++ {
+					ev.Received = t0.Add(time.Duration(done+i) * time.Millisecond)
+					fn, _ := s.appendOp(relay.AppendRequest{Event: ev, Hooks: []string{"h"}})
+					if err := fn(tx); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	})
+	if claimFixture.err != nil {
+		b.Fatal(claimFixture.err)
+	}
+	s, err := Open(claimFixture.dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// claimTasks is the queue size for BenchmarkClaim; HOOKRELAY_BENCH_TASKS
+// overrides the default of one million.
+func claimTasks() int {
+	if v, err := strconv.Atoi(os.Getenv("HOOKRELAY_BENCH_TASKS")); err == nil && v > 0 {
+		return v
+	}
+	return 1_000_000
+}
+
+// BenchmarkClaim claims 64 due deliveries from the head of a queue of a
+// million, skipping 64 in flight, as a hook runner does.
+func BenchmarkClaim(b *testing.B) {
+	n := claimTasks()
+	s := claimStore(b, n)
+	inflight := map[uint64]bool{}
+	head, _, err := s.Claim(context.Background(), "h", t0.Add(time.Hour*24*365), 64, nil)
+	if err != nil || len(head) != 64 {
+		b.Fatalf("claim head: %d, %v", len(head), err)
+	}
+	for _, d := range head {
+		inflight[d.TaskID] = true
+	}
+	skip := func(id uint64) bool { return inflight[id] }
+	now := t0.Add(time.Duration(n) * time.Millisecond)
+	b.ResetTimer()
+	for range b.N {
+		got, _, err := s.Claim(context.Background(), "h", now, 64, skip)
+		if err != nil || len(got) != 64 {
+			b.Fatalf("claim: %d, %v", len(got), err)
+		}
+	}
+	b.ReportMetric(float64(n), "queued")
+}
+
+// BenchmarkComplete records attempt outcomes (a retry each), 64 per
+// commit, as the writer batches them.
+func BenchmarkComplete(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ev := benchEvent(256)
+	for range b.N {
+		if _, err := s.Append(context.Background(), relay.AppendRequest{Event: ev, Hooks: []string{"h"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ds, _, err := s.Claim(context.Background(), "h", time.Now().Add(time.Hour), b.N, nil)
+	if err != nil || len(ds) != b.N {
+		b.Fatalf("claim: %d, %v", len(ds), err)
+	}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, d := range ds {
+		sem <- struct{}{}
+		wg.Add(1)
+		s.Complete(relay.Outcome{Delivery: d, State: relay.StatePending, Next: d.DueAt.Add(time.Hour),
+			Attempt: relay.Attempt{N: 1, At: time.Now(), Status: 500, Error: "receiver answered 500", Excerpt: "oops"}},
+			func(err error) {
+				if err != nil {
+					b.Error(err)
+				}
+				<-sem
+				wg.Done()
+			})
+	}
+	wg.Wait()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if claimFixture.dir != "" {
+		os.RemoveAll(claimFixture.dir)
+	}
+	os.Exit(code)
 }

@@ -18,6 +18,16 @@ import (
 // keys, encoded records) is prepared here, on the caller's goroutine, so
 // the single writer only looks up dedup and copies bytes into pages.
 func (s *Store) Append(ctx context.Context, req relay.AppendRequest) (relay.AppendResult, error) {
+	fn, res := s.appendOp(req)
+	if err := s.submitWait(ctx, fn); err != nil {
+		return relay.AppendResult{}, fmt.Errorf("append event: %w", err)
+	}
+	return *res, nil
+}
+
+// appendOp prepares req and returns the write to run in the shared
+// transaction; res holds its result once that transaction has committed.
+func (s *Store) appendOp(req relay.AppendRequest) (fn func(*bolt.Tx) error, res *relay.AppendResult) {
 	seq := s.eventSeq.Add(1)
 	firstTask := s.taskSeq.Add(uint64(len(req.Hooks))) - uint64(len(req.Hooks)) + 1
 	eventKey := u64key(seq)
@@ -40,16 +50,16 @@ func (s *Store) Append(ctx context.Context, req relay.AppendRequest) (relay.Appe
 	}
 	lastTask := firstTask + uint64(len(req.Hooks)) - 1
 
-	var res relay.AppendResult
-	err := s.submitWait(ctx, func(tx *bolt.Tx) error {
-		res = relay.AppendResult{}
+	res = new(relay.AppendResult)
+	return func(tx *bolt.Tx) error {
+		*res = relay.AppendResult{}
 		if dedupKey != nil {
 			dup, err := lookupDedup(tx, dedupKey, created)
 			if err != nil {
 				return err
 			}
 			if dup != nil {
-				res = *dup
+				*res = *dup
 				return nil
 			}
 		}
@@ -85,13 +95,9 @@ func (s *Store) Append(ctx context.Context, req relay.AppendRequest) (relay.Appe
 				return fmt.Errorf("put dedup expiry: %w", err)
 			}
 		}
-		res = relay.AppendResult{Seq: seq, EventID: req.Event.ID, Deliveries: len(req.Hooks)}
+		*res = relay.AppendResult{Seq: seq, EventID: req.Event.ID, Deliveries: len(req.Hooks)}
 		return nil
-	})
-	if err != nil {
-		return relay.AppendResult{}, fmt.Errorf("append event: %w", err)
-	}
-	return res, nil
+	}, res
 }
 
 // appendFill packs pages of buckets whose keys grow monotonically: with

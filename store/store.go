@@ -75,6 +75,11 @@ type Options struct {
 	// SweepInterval is how often expired dedup entries are removed;
 	// default one minute.
 	SweepInterval time.Duration
+	// ReleaseInterval is how often the pages of the file that reads have
+	// mapped into memory are handed back to the kernel's cache, which
+	// keeps resident memory flat however large the queue; default 5s,
+	// negative to never release.
+	ReleaseInterval time.Duration
 }
 
 // Store is a bbolt-backed relay.Store. Create it with Open and release it
@@ -129,6 +134,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Minute
 	}
+	if opts.ReleaseInterval == 0 {
+		opts.ReleaseInterval = 5 * time.Second
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -166,6 +174,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.wg.Add(2)
 	go s.writer()
 	go s.sweeper(opts.SweepInterval)
+	if opts.ReleaseInterval > 0 {
+		s.wg.Add(1)
+		go s.releaser(opts.ReleaseInterval)
+	}
 	return s, nil
 }
 
@@ -340,4 +352,21 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("store ping: %w", err)
 	}
 	return nil
+}
+
+// releaser periodically hands mapped pages back to the kernel's cache.
+func (s *Store) releaser(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			if err := s.releaseMapped(); err != nil {
+				s.log.Warn("releasing mapped pages failed", "err", err)
+			}
+		}
+	}
 }
