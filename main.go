@@ -7,12 +7,23 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"hookrelay/cli"
 )
 
+// gcPercent replaces Go's default GOGC of 100 unless GOGC is set. The
+// relay holds little live memory (the queue is on disk) but allocates
+// fast per request, so with the default the collector runs back to back
+// and its assists slow every request; measured with hookrelay bench, 400
+// costs a few tens of MiB of heap and cuts CPU per event by about a fifth.
+const gcPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -62,6 +62,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	traceFile := fs.String("trace", "", "write a Go execution trace of the whole run to this file")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
@@ -97,6 +98,16 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return fmt.Errorf("memory profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return fmt.Errorf("memory profile: %w", err)
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(c.Stdout)

@@ -102,6 +102,11 @@ type Store struct {
 	statsMu sync.Mutex
 	stats   Stats
 
+	// prealloc and used (the database's high-water mark in bytes as of
+	// the last transaction) belong to the writer goroutine.
+	prealloc *preallocator
+	used     int64
+
 	// eventSeq and taskSeq hand out keys before the transaction; each
 	// commit raises the buckets' stored sequences to what it used, so
 	// keys are never reused after a restart.
@@ -163,7 +168,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		ops:      make(chan op, opts.MaxBatch),
 		quit:     make(chan struct{}),
 	}
+	if s.prealloc, err = newPreallocator(path); err != nil {
+		s.log.Warn("no zero-filling ahead of the database", "err", err)
+	}
 	if err := db.View(func(tx *bolt.Tx) error {
+		s.used = tx.Size()
 		s.eventSeq.Store(tx.Bucket(bEvents).Sequence())
 		s.taskSeq.Store(tx.Bucket(bTasks).Sequence())
 		return nil
@@ -211,6 +220,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.quit)
 	s.wg.Wait()
+	if s.prealloc != nil {
+		s.prealloc.close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close database: %w", err)
 	}
@@ -313,7 +325,16 @@ func (e *opError) Error() string { return e.err.Error() }
 func (s *Store) commit(batch []op) {
 	for len(batch) > 0 {
 		start := time.Now()
+		if s.prealloc != nil {
+			if err := s.prealloc.ensure(s.used); err != nil {
+				// Not fatal: bbolt grows the file itself.
+				s.log.Warn("zero-filling ahead of the database failed", "err", err)
+				s.prealloc.close()
+				s.prealloc = nil
+			}
+		}
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			defer func() { s.used = tx.Size() }()
 			for i := range batch {
 				if err := batch[i].fn(tx); err != nil {
 					return &opError{index: i, err: err}
