@@ -77,7 +77,7 @@ type Options struct {
 	SweepInterval time.Duration
 	// ReleaseInterval is how often the pages of the file that reads have
 	// mapped into memory are handed back to the kernel's cache, which
-	// keeps resident memory flat however large the queue; default 5s,
+	// keeps resident memory flat however large the queue; default 2s,
 	// negative to never release.
 	ReleaseInterval time.Duration
 }
@@ -140,7 +140,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.SweepInterval = time.Minute
 	}
 	if opts.ReleaseInterval == 0 {
-		opts.ReleaseInterval = 5 * time.Second
+		opts.ReleaseInterval = 2 * time.Second
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
