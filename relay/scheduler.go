@@ -262,7 +262,9 @@ func (r *hookRunner) outcome(d Delivery, res attemptResult) Outcome {
 		return o
 	}
 	o.State = StatePending
-	o.Next = res.Attempt.At.Add(retryDelay(r.hook.Retry, step, res.retryAfter))
+	// Delays count from the end of the attempt: Retry-After is relative
+	// to the response.
+	o.Next = res.Attempt.At.Add(res.Attempt.Latency).Add(retryDelay(r.hook.Retry, step, res.retryAfter))
 	return o
 }
 
