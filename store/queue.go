@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -309,29 +310,20 @@ func (s *Store) Task(ctx context.Context, taskID uint64) (relay.TaskInfo, []rela
 	return info, attempts, ctx.Err()
 }
 
-// sweeper removes expired dedup entries in small batches, reading the
+// sweep removes expired dedup entries in small batches, reading the
 // expiry index from its start: it never scans live entries.
-func (s *Store) sweeper(every time.Duration) {
-	defer s.wg.Done()
-	t := time.NewTimer(every)
-	defer t.Stop()
+func (s *Store) sweep() {
 	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-		}
-		for {
-			n, err := s.sweepOnce(context.Background(), 1000)
-			if err != nil {
+		n, err := s.sweepOnce(context.Background(), 1000)
+		if err != nil {
+			if !errors.Is(err, relay.ErrClosed) {
 				s.log.Error("dedup sweep failed", "err", err)
-				break
 			}
-			if n < 1000 {
-				break
-			}
+			return
 		}
-		t.Reset(every)
+		if n < 1000 {
+			return
+		}
 	}
 }
 

@@ -182,10 +182,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.wg.Add(2)
 	go s.writer()
-	go s.sweeper(opts.SweepInterval)
+	go s.every(opts.SweepInterval, s.sweep)
 	if opts.ReleaseInterval > 0 {
 		s.wg.Add(1)
-		go s.releaser(opts.ReleaseInterval)
+		go s.every(opts.ReleaseInterval, s.release)
 	}
 	return s, nil
 }
@@ -375,19 +375,24 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// releaser periodically hands mapped pages back to the kernel's cache.
-func (s *Store) releaser(every time.Duration) {
+// every runs fn every interval until Close.
+func (s *Store) every(interval time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(every)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.quit:
 			return
 		case <-t.C:
-			if err := s.releaseMapped(); err != nil {
-				s.log.Warn("releasing mapped pages failed", "err", err)
-			}
+			fn()
 		}
+	}
+}
+
+// release hands mapped pages back to the kernel's cache.
+func (s *Store) release() {
+	if err := s.releaseMapped(); err != nil {
+		s.log.Warn("releasing mapped pages failed", "err", err)
 	}
 }
