@@ -572,6 +572,9 @@ func (l *loader) config(root map[string]any) *Config {
 		seen := map[string]int{}
 		for i, m := range ms {
 			field := indexField(f, i)
+			if i == MaxFanout {
+				l.fail(field, "too many hooks: at most %d, since an event can be delivered to every hook", MaxFanout)
+			}
 			h := l.hook(field, m)
 			if h.Name != "" {
 				if j, dup := seen[h.Name]; dup {

@@ -44,6 +44,9 @@ type Store interface {
 	Task(ctx context.Context, taskID uint64) (TaskInfo, []Attempt, error)
 }
 
+// MaxFanout is the most hooks one event may be delivered to.
+const MaxFanout = 1024
+
 // ErrNotFound is returned by lookups of things that do not exist.
 var ErrNotFound = errors.New("not found")
 
@@ -70,7 +73,8 @@ type AppendRequest struct {
 	// (source and external id). DedupUntil is when the entry expires.
 	DedupKey   string
 	DedupUntil time.Time
-	// Hooks receive one delivery each, first due at Event.Received.
+	// Hooks receive one delivery each, first due at Event.Received; at
+	// most MaxFanout.
 	Hooks []string
 }
 

@@ -145,44 +145,83 @@ func appendString(b []byte, v string) []byte {
 	return append(b, v...)
 }
 
-// eventRecord: version, received, deliveries, id, source, type, body.
-func encodeEvent(e *relay.Event, deliveries int) []byte {
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(e.ID)+len(e.Source)+len(e.Type)+len(e.Body)+8)
+// eventRecord: version, received, hooks (count, then each name), id,
+// source, type, body. The hooks are the event's deliveries in order: the
+// delivery to hooks[i] has task id taskID(seq, i).
+func encodeEvent(e *relay.Event, hooks []string) []byte {
+	size := 1 + 3*binary.MaxVarintLen64 + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Body) + 8
+	for _, h := range hooks {
+		size += len(h) + 2
+	}
+	b := make([]byte, 0, size)
 	b = append(b, recordV1)
 	b = binary.AppendVarint(b, e.Received.UnixNano())
-	b = binary.AppendUvarint(b, uint64(deliveries))
+	b = binary.AppendUvarint(b, uint64(len(hooks)))
+	for _, h := range hooks {
+		b = appendString(b, h)
+	}
 	b = appendString(b, e.ID)
 	b = appendString(b, e.Source)
 	b = appendString(b, e.Type)
 	return append(b, e.Body...)
 }
 
-// decodeEvent copies everything out of v, which may be bbolt memory.
-func decodeEvent(v []byte) (e relay.Event, deliveries int, err error) {
+// decodeEvent copies everything out of v, which may be bbolt memory. The
+// hook names are decoded only when wantHooks is set.
+func decodeEvent(v []byte, wantHooks bool) (e relay.Event, hooks []string, err error) {
 	r := reader{b: v}
 	if ver := r.byte(); r.err == nil && ver != recordV1 {
-		return e, 0, fmt.Errorf("event record version %d: %w", ver, errCorrupt)
+		return e, nil, fmt.Errorf("event record version %d: %w", ver, errCorrupt)
 	}
 	e.Received = time.Unix(0, r.varint())
-	deliveries = int(r.uvarint())
+	n := r.uvarint()
+	if n > relay.MaxFanout {
+		return e, nil, fmt.Errorf("event record with %d hooks: %w", n, errCorrupt)
+	}
+	if wantHooks {
+		hooks = make([]string, 0, n)
+	}
+	for range n {
+		h := r.bytes()
+		if wantHooks {
+			hooks = append(hooks, string(h))
+		}
+	}
 	e.ID = r.string()
 	e.Source = r.string()
 	e.Type = r.string()
 	if r.err != nil {
-		return relay.Event{}, 0, r.err
+		return relay.Event{}, nil, r.err
 	}
 	e.Body = append([]byte(nil), r.b...)
-	return e, deliveries, nil
+	return e, hooks, nil
 }
 
-// eventID reads only the id of an event record.
+// eventID reads the id and the number of deliveries of an event record.
 func eventID(v []byte) (string, int, error) {
 	r := reader{b: v}
 	r.byte()
 	r.varint()
-	n := int(r.uvarint())
+	n := r.uvarint()
+	if n > relay.MaxFanout {
+		return "", 0, fmt.Errorf("event record with %d hooks: %w", n, errCorrupt)
+	}
+	for range n {
+		r.bytes()
+	}
 	id := r.string()
-	return id, n, r.err
+	return id, int(n), r.err
+}
+
+// Task ids are derived from the event: taskID(seq, i) is the delivery of
+// event seq to its i-th hook, so a delivery needs no record of its own
+// until its first outcome.
+const fanoutBits = 10
+
+func taskID(seq uint64, i int) uint64 { return seq<<fanoutBits | uint64(i) }
+
+func splitTaskID(id uint64) (seq uint64, i int) {
+	return id >> fanoutBits, int(id & (1<<fanoutBits - 1))
 }
 
 // taskRecord: version, state, attempts, event seq, created, next, hook.

@@ -29,18 +29,22 @@ func (s *Store) Append(ctx context.Context, req relay.AppendRequest) (relay.Appe
 // appendOp prepares req and returns the write to run in the shared
 // transaction; res holds its result once that transaction has committed.
 func (s *Store) appendOp(req relay.AppendRequest) (fn func(*bolt.Tx) error, res *relay.AppendResult) {
+	if len(req.Hooks) > relay.MaxFanout {
+		err := fmt.Errorf("append event: %d hooks, at most %d", len(req.Hooks), relay.MaxFanout)
+		return func(*bolt.Tx) error { return err }, new(relay.AppendResult)
+	}
 	seq := s.eventSeq.Add(1)
-	firstTask := s.taskSeq.Add(uint64(len(req.Hooks))) - uint64(len(req.Hooks)) + 1
 	eventKey := u64key(seq)
-	eventRec := encodeEvent(&req.Event, len(req.Hooks))
+	eventRec := encodeEvent(&req.Event, req.Hooks)
 	created := req.Event.Received
-	type taskWrite struct{ hook, key, rec, dueKey []byte }
-	writes := make([]taskWrite, len(req.Hooks))
+	// A delivery is only a due entry until its first outcome: its task
+	// record is written then (see Complete), its identity comes from the
+	// event record.
+	type dueWrite struct{ hook, key []byte }
+	writes := make([]dueWrite, len(req.Hooks))
 	due := dueValue(seq, 0)
 	for i, hook := range req.Hooks {
-		id := firstTask + uint64(i)
-		t := relay.TaskInfo{TaskID: id, Hook: hook, EventSeq: seq, State: relay.StatePending, Created: created, NextAt: created}
-		writes[i] = taskWrite{hook: []byte(hook), key: u64key(id), rec: encodeTask(&t), dueKey: dueKey(created, id)}
+		writes[i] = dueWrite{hook: []byte(hook), key: dueKey(created, taskID(seq, i))}
 	}
 	var dedupKey, dedupVal, dedupExpKey []byte
 	if req.DedupKey != "" {
@@ -49,8 +53,6 @@ func (s *Store) appendOp(req relay.AppendRequest) (fn func(*bolt.Tx) error, res 
 		dedupExpKey = binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(dedupKey)), timeKey(req.DedupUntil))
 		dedupExpKey = append(dedupExpKey, dedupKey...)
 	}
-	lastTask := firstTask + uint64(len(req.Hooks)) - 1
-
 	res = new(relay.AppendResult)
 	return func(tx *bolt.Tx) error {
 		*res = relay.AppendResult{}
@@ -71,22 +73,15 @@ func (s *Store) appendOp(req relay.AppendRequest) (fn func(*bolt.Tx) error, res 
 		if events.Sequence() < seq {
 			events.SetSequence(seq)
 		}
-		tasks := appendBucket(tx, bTasks)
 		dueRoot := tx.Bucket(bDue)
 		for _, w := range writes {
-			if err := tasks.Put(w.key, w.rec); err != nil {
-				return fmt.Errorf("put task: %w", err)
-			}
 			hb, err := hookBucket(dueRoot, w.hook)
 			if err != nil {
 				return err
 			}
-			if err := hb.Put(w.dueKey, due); err != nil {
+			if err := hb.Put(w.key, due); err != nil {
 				return fmt.Errorf("put due: %w", err)
 			}
-		}
-		if len(writes) > 0 && tasks.Sequence() < lastTask {
-			tasks.SetSequence(lastTask)
 		}
 		if dedupKey != nil {
 			if err := tx.Bucket(bDedup).Put(dedupKey, dedupVal); err != nil {
@@ -188,7 +183,7 @@ func (s *Store) Claim(ctx context.Context, hook string, now time.Time, limit int
 			if raw == nil {
 				return fmt.Errorf("task %d: event %d is missing: %w", id, seq, errCorrupt)
 			}
-			ev, _, err := decodeEvent(raw)
+			ev, _, err := decodeEvent(raw, false)
 			if err != nil {
 				return fmt.Errorf("event %d: %w", seq, err)
 			}
@@ -209,13 +204,16 @@ func (s *Store) Complete(o relay.Outcome, done func(error)) {
 	oldKey := dueKey(d.DueAt, d.TaskID)
 	s.submit(op{done: done, fn: func(tx *bolt.Tx) error {
 		tasks := tx.Bucket(bTasks)
-		raw := tasks.Get(u64key(d.TaskID))
-		if raw == nil {
-			return fmt.Errorf("complete task %d: %w", d.TaskID, relay.ErrNotFound)
-		}
-		t, err := decodeTask(d.TaskID, raw)
-		if err != nil {
-			return fmt.Errorf("task %d: %w", d.TaskID, err)
+		var t relay.TaskInfo
+		if raw := tasks.Get(u64key(d.TaskID)); raw != nil {
+			var err error
+			if t, err = decodeTask(d.TaskID, raw); err != nil {
+				return fmt.Errorf("task %d: %w", d.TaskID, err)
+			}
+		} else {
+			// First outcome: until now the delivery was only its due entry.
+			seq, _ := splitTaskID(d.TaskID)
+			t = relay.TaskInfo{TaskID: d.TaskID, Hook: d.Hook, EventSeq: seq, State: relay.StatePending, Created: d.Event.Received}
 		}
 		if t.State != relay.StatePending || t.Attempts != d.Attempts {
 			// Already moved on by another completion of the same claim;
@@ -238,6 +236,7 @@ func (s *Store) Complete(o relay.Outcome, done func(error)) {
 		case relay.StatePending:
 			t.NextAt = o.Next
 			if hb == nil {
+				var err error
 				if hb, err = hookBucket(tx.Bucket(bDue), []byte(d.Hook)); err != nil {
 					return err
 				}
@@ -253,7 +252,7 @@ func (s *Store) Complete(o relay.Outcome, done func(error)) {
 		default:
 			return fmt.Errorf("complete task %d: invalid state %d", d.TaskID, o.State)
 		}
-		if err := tasks.Put(u64key(d.TaskID), encodeTask(&t)); err != nil {
+		if err := appendBucket(tx, bTasks).Put(u64key(d.TaskID), encodeTask(&t)); err != nil {
 			return fmt.Errorf("put task: %w", err)
 		}
 		return nil
@@ -285,12 +284,12 @@ func (s *Store) Task(ctx context.Context, taskID uint64) (relay.TaskInfo, []rela
 		attempts []relay.Attempt
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bTasks).Get(u64key(taskID))
-		if raw == nil {
-			return relay.ErrNotFound
-		}
 		var err error
-		if info, err = decodeTask(taskID, raw); err != nil {
+		if raw := tx.Bucket(bTasks).Get(u64key(taskID)); raw != nil {
+			if info, err = decodeTask(taskID, raw); err != nil {
+				return err
+			}
+		} else if info, err = unattempted(tx, taskID); err != nil {
 			return err
 		}
 		prefix := u64key(taskID)
@@ -308,6 +307,24 @@ func (s *Store) Task(ctx context.Context, taskID uint64) (relay.TaskInfo, []rela
 		return relay.TaskInfo{}, nil, fmt.Errorf("task %d: %w", taskID, err)
 	}
 	return info, attempts, ctx.Err()
+}
+
+// unattempted describes a delivery that has no outcome yet from its event.
+func unattempted(tx *bolt.Tx, id uint64) (relay.TaskInfo, error) {
+	seq, i := splitTaskID(id)
+	raw := tx.Bucket(bEvents).Get(u64key(seq))
+	if raw == nil {
+		return relay.TaskInfo{}, relay.ErrNotFound
+	}
+	ev, hooks, err := decodeEvent(raw, true)
+	if err != nil {
+		return relay.TaskInfo{}, fmt.Errorf("event %d: %w", seq, err)
+	}
+	if i >= len(hooks) {
+		return relay.TaskInfo{}, relay.ErrNotFound
+	}
+	return relay.TaskInfo{TaskID: id, Hook: hooks[i], EventSeq: seq, State: relay.StatePending,
+		Created: ev.Received, NextAt: ev.Received}, nil
 }
 
 // sweep removes expired dedup entries in small batches, reading the

@@ -11,7 +11,9 @@
 //
 //	meta:        "schema" -> version
 //	events:      seq -> event record (id, source, type, received, body)
-//	tasks:       task id -> task record (hook, event seq, state, attempts)
+//	tasks:       task id -> task record (hook, event seq, state, attempts),
+//	             written at a delivery's first outcome; before it the
+//	             delivery is its due entry and its event's hook list
 //	due/<hook>:  next-attempt time + task id -> event seq + attempts
 //	attempts:    task id + attempt number -> attempt record
 //	dead:        dead-letter time + task id -> nil
@@ -107,10 +109,10 @@ type Store struct {
 	prealloc *preallocator
 	used     int64
 
-	// eventSeq and taskSeq hand out keys before the transaction; each
-	// commit raises the buckets' stored sequences to what it used, so
-	// keys are never reused after a restart.
-	eventSeq, taskSeq atomic.Uint64
+	// eventSeq hands out event keys before the transaction; each commit
+	// raises the bucket's stored sequence to what it used, so keys are
+	// never reused after a restart.
+	eventSeq atomic.Uint64
 }
 
 // Stats are counters of the writer since Open.
@@ -174,7 +176,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.used = tx.Size()
 		s.eventSeq.Store(tx.Bucket(bEvents).Sequence())
-		s.taskSeq.Store(tx.Bucket(bTasks).Sequence())
 		return nil
 	}); err != nil {
 		db.Close()

@@ -317,3 +317,45 @@ func TestReleaseMappedKeepsData(t *testing.T) {
 	}
 	mustAppend(t, s, relay.AppendRequest{Event: event("after", t0), Hooks: []string{"h"}})
 }
+
+// A delivery that has had no attempt yet is described from its event.
+func TestTaskBeforeFirstAttempt(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	ctx := context.Background()
+	res := mustAppend(t, s, relay.AppendRequest{Event: event("e", t0), Hooks: []string{"a", "b", "c"}})
+	got, _, err := s.Claim(ctx, "c", t0, 10, nil)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v, %v", got, err)
+	}
+	info, attempts, err := s.Task(ctx, got[0].TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := relay.TaskInfo{TaskID: got[0].TaskID, Hook: "c", EventSeq: res.Seq, State: relay.StatePending, Created: t0, NextAt: t0}
+	if !info.Created.Equal(want.Created) || !info.NextAt.Equal(want.NextAt) {
+		t.Fatalf("times = %v %v", info.Created, info.NextAt)
+	}
+	info.Created, info.NextAt, want.Created, want.NextAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if info != want || len(attempts) != 0 {
+		t.Fatalf("task = %+v (%d attempts), want %+v", info, len(attempts), want)
+	}
+	// Ids past the event's hooks do not exist.
+	if _, _, err := s.Task(ctx, got[0].TaskID+1); !errors.Is(err, relay.ErrNotFound) {
+		t.Fatalf("task past the hooks: %v", err)
+	}
+}
+
+func TestAppendRefusesOversizedFanout(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	hooks := make([]string, relay.MaxFanout+1)
+	for i := range hooks {
+		hooks[i] = fmt.Sprint("h", i)
+	}
+	if _, err := s.Append(context.Background(), relay.AppendRequest{Event: event("x", t0), Hooks: hooks}); err == nil {
+		t.Fatal("append with too many hooks accepted")
+	}
+	c, err := s.Counts(context.Background())
+	if err != nil || c.Events != 0 {
+		t.Fatalf("counts after refusal = %+v, %v", c, err)
+	}
+}
