@@ -571,3 +571,50 @@ func TestStoreFailureAnswers503(t *testing.T) {
 		t.Fatalf("publish with a closed store = %d %v (Retry-After %q)", resp.StatusCode, out, resp.Header.Get("Retry-After"))
 	}
 }
+
+// A drain that runs out of time abandons the attempt in flight without
+// recording it: the delivery stays queued as it was, for the next start.
+func TestShutdownDeadlineAbandonsWithoutRecording(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	defer close(release)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return false
+	})
+	n := startRelay(t, t.TempDir(), fmt.Sprintf(`
+[[hook]]
+name = "stuck"
+url = %q
+events = ["*"]
+timeout = "1m"
+`, rc.srv.URL))
+	n.publish(`{"type":"a","id":"stuck-1"}`)
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("delivery never arrived")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := n.relay.Shutdown(ctx)
+	if err == nil || !strings.Contains(err.Error(), "abandoned") {
+		t.Fatalf("shutdown = %v, want an abandoned-deliveries error", err)
+	}
+	c := n.counts()
+	if c.Pending != 1 || c.Dead != 0 {
+		t.Fatalf("counts = %+v, want the delivery still pending", c)
+	}
+	dead, _ := n.store.Dead(context.Background(), 10)
+	if len(dead) != 0 {
+		t.Fatalf("dead letters: %v", dead)
+	}
+	got, _, err := n.store.Claim(context.Background(), "stuck", time.Now().Add(time.Hour), 10, nil)
+	if err != nil || len(got) != 1 || got[0].Attempts != 0 {
+		t.Fatalf("queued = %+v, %v; want one delivery with no attempt recorded", got, err)
+	}
+}

@@ -78,6 +78,12 @@ func (s *scheduler) stop(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	defer func() {
+		s.abortAttempts()
+		for _, r := range s.order {
+			r.deliver.client.CloseIdleConnections()
+		}
+	}()
 	select {
 	case <-done:
 		return nil
