@@ -90,15 +90,13 @@ func New(cfg *Config, st Store, opts Options) (*Relay, error) {
 // have queued deliveries but are no longer configured: their deliveries
 // are kept, not dropped.
 func (r *Relay) Start(ctx context.Context) error {
-	queued, err := r.store.QueuedHooks(ctx)
+	unconfigured, err := r.QueuedUnconfigured(ctx)
 	if err != nil {
 		return fmt.Errorf("start relay: %w", err)
 	}
-	for _, name := range queued {
-		if r.cfg.Hook(name) == nil {
-			r.log.Warn("hook is no longer configured but has queued deliveries; they are kept until it is configured again",
-				logKeyHook, name)
-		}
+	for _, name := range unconfigured {
+		r.log.Warn("hook is no longer configured but has queued deliveries; they are kept until it is configured again",
+			logKeyHook, name)
 	}
 	r.sched.start()
 	r.ready.Store(true)
