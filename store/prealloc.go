@@ -44,7 +44,8 @@ func newPreallocator(path string) (*preallocator, error) {
 // used (the database's high-water mark, in bytes). It must only run while
 // no write transaction is open.
 func (p *preallocator) ensure(used int64) error {
-	chunk := min(max(p.size/2, preallocMin), preallocMax)
+	// Whole MiBs, so the file always ends on a page boundary.
+	chunk := min(max(p.size/2, preallocMin), preallocMax) &^ (preallocMin - 1)
 	if p.size-used >= chunk/2 {
 		return nil
 	}
@@ -57,7 +58,7 @@ func (p *preallocator) ensure(used int64) error {
 	if p.zero == nil {
 		p.zero = make([]byte, 1<<20)
 	}
-	end := max(p.size, used) + chunk
+	end := (max(p.size, used) + chunk) &^ (preallocMin - 1)
 	for off := max(p.size, used); off < end; off += int64(len(p.zero)) {
 		n := min(int64(len(p.zero)), end-off)
 		if _, err := p.f.WriteAt(p.zero[:n], off); err != nil {
