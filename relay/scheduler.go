@@ -238,14 +238,18 @@ func (r *hookRunner) attempt(ctx context.Context, d Delivery) {
 		return
 	}
 	o := r.outcome(d, res)
-	log := r.log.With(logKeyEvent, d.Event.ID, logKeyTask, d.TaskID, "attempt", o.Attempt.N, "status", o.Attempt.Status)
+	// Attributes are passed per call, not with log.With: a logger built
+	// for every attempt would format them even when Debug is off.
 	switch o.State {
 	case StateDelivered:
-		log.Debug("delivered", "latency", o.Attempt.Latency)
+		r.log.Debug("delivered", logKeyEvent, d.Event.ID, logKeyTask, d.TaskID, "attempt", o.Attempt.N,
+			"status", o.Attempt.Status, "latency", o.Attempt.Latency)
 	case StatePending:
-		log.Warn("attempt failed; will retry", logKeyErr, o.Attempt.Error, "next", o.Next)
+		r.log.Warn("attempt failed; will retry", logKeyEvent, d.Event.ID, logKeyTask, d.TaskID, "attempt", o.Attempt.N,
+			"status", o.Attempt.Status, logKeyErr, o.Attempt.Error, "next", o.Next)
 	case StateDead:
-		log.Error("attempts exhausted; dead-lettered", logKeyErr, o.Attempt.Error)
+		r.log.Error("attempts exhausted; dead-lettered", logKeyEvent, d.Event.ID, logKeyTask, d.TaskID, "attempt", o.Attempt.N,
+			"status", o.Attempt.Status, logKeyErr, o.Attempt.Error)
 	}
 	r.store.Complete(o, func(err error) {
 		if err != nil && !errors.Is(err, ErrClosed) {
