@@ -73,12 +73,20 @@ type Machine struct {
 type Ingest struct {
 	EventsPerSec    float64       `json:"events_per_sec"`
 	Ack             Dist          `json:"ack"`
+	// Commits are the acknowledging ones: writes of the log, each with
+	// its fdatasync. WriterBusy is the share of the time the log writer
+	// spent in them.
 	EventsPerCommit float64       `json:"events_per_commit"`
 	CommitsPerSec   float64       `json:"commits_per_sec"`
 	CommitCycle     time.Duration `json:"commit_cycle_ns"`
-	// WriterBusy is the share of the time the writer spent in
-	// transactions; CPUPerEvent is process CPU time (all cores) per event.
-	WriterBusy  float64       `json:"writer_busy"`
+	WriterBusy      float64       `json:"writer_busy"`
+	// Copies are the bbolt transactions that copy logged events into the
+	// database, off the acknowledgement path; CopyBusy is the share of
+	// the time the bbolt writer spent in transactions.
+	CopyCommitsPerSec float64 `json:"copy_commits_per_sec"`
+	EventsPerCopy     float64 `json:"events_per_copy"`
+	CopyBusy          float64 `json:"copy_busy"`
+	// CPUPerEvent is process CPU time (all cores) per event.
 	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
 	Failed      int           `json:"failed"`
 }
@@ -322,13 +330,17 @@ func ingest(ctx context.Context, cfg Config, dir string, p *progress) (Ingest, e
 	r := l.run(ctx, client, 0)
 	cpu := cpuTime() - cpu0
 	after := in.st.Stats()
-	commits := float64(after.Commits - before.Commits)
 	out := Ingest{EventsPerSec: r.perSec(), Ack: distOf(r.Latencies), Failed: r.Failed}
-	if commits > 0 {
-		out.EventsPerCommit = float64(after.Ops-before.Ops) / commits
-		out.CommitsPerSec = commits / r.Elapsed.Seconds()
-		out.CommitCycle = (after.CommitTime - before.CommitTime) / time.Duration(commits)
-		out.WriterBusy = (after.CommitTime - before.CommitTime).Seconds() / r.Elapsed.Seconds()
+	if syncs := float64(after.LogSyncs - before.LogSyncs); syncs > 0 {
+		out.EventsPerCommit = float64(after.LogRecords-before.LogRecords) / syncs
+		out.CommitsPerSec = syncs / r.Elapsed.Seconds()
+		out.CommitCycle = (after.LogTime - before.LogTime) / time.Duration(syncs)
+		out.WriterBusy = (after.LogTime - before.LogTime).Seconds() / r.Elapsed.Seconds()
+	}
+	if commits := float64(after.Commits - before.Commits); commits > 0 {
+		out.CopyCommitsPerSec = commits / r.Elapsed.Seconds()
+		out.EventsPerCopy = float64(after.Copied-before.Copied) / commits
+		out.CopyBusy = (after.CommitTime - before.CommitTime).Seconds() / r.Elapsed.Seconds()
 	}
 	if r.OK > 0 {
 		out.CPUPerEvent = cpu / time.Duration(r.OK)

@@ -137,7 +137,8 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintf(tw, "ingest (durable 202)\t%.0f events/s\t%.2f x HTTP ceiling\n", in.EventsPerSec, r.IngestVsCeiling)
 	fmt.Fprintf(tw, "ack latency\t%s\tp99 = %.1f commit cycles (%v)\n", in.Ack, r.AckP99InCommits, in.CommitCycle.Round(time.Microsecond))
 	fmt.Fprintf(tw, "commits\t%.0f /s, %.1f events each\t%.2f x fdatasync, %.2f x bbolt back to back\n", in.CommitsPerSec, in.EventsPerCommit, r.CommitsVsFsync, r.CommitsVsBolt)
-	fmt.Fprintf(tw, "cost	%v CPU per event (all cores)	writer busy %.0f%%\n", in.CPUPerEvent.Round(time.Microsecond), 100*in.WriterBusy)
+	fmt.Fprintf(tw, "cost	%v CPU per event (all cores)	log writer busy %.0f%%\n", in.CPUPerEvent.Round(time.Microsecond), 100*in.WriterBusy)
+	fmt.Fprintf(tw, "copies into bbolt\t%.0f /s, %.1f events each\tbbolt writer busy %.0f%%\n", in.CopyCommitsPerSec, in.EventsPerCopy, 100*in.CopyBusy)
 	if in.Failed > 0 {
 		fmt.Fprintf(tw, "failed requests\t%d\n", in.Failed)
 	}

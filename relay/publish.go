@@ -65,9 +65,6 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event could not be stored; retry")
 		return
 	}
-	if !res.Duplicate && res.Deliveries > 0 {
-		r.sched.notify(areq.Hooks)
-	}
 	status = http.StatusAccepted
 	if res.Duplicate {
 		status = http.StatusOK

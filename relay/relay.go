@@ -83,6 +83,7 @@ func New(cfg *Config, st Store, opts Options) (*Relay, error) {
 		return nil, err
 	}
 	r.sched = sched
+	st.Notify(sched.notify)
 	return r, nil
 }
 

@@ -14,11 +14,18 @@ import (
 // callback with nil), the change is on stable storage (fsync'd).
 type Store interface {
 	// Append stores an event together with one pending delivery per hook
-	// in req.Hooks, all in one transaction, and returns once that
-	// transaction is durable. When req.DedupKey is set and a live entry
-	// for it exists, nothing is written and the result reports the
-	// original event with Duplicate set.
+	// in req.Hooks, atomically, and returns once they are durable. When
+	// req.DedupKey is set and a live entry for it exists, nothing is
+	// written and the result reports the original event with Duplicate
+	// set. The deliveries may become claimable only after Append
+	// returns; the store then calls the function set with Notify.
 	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
+
+	// Notify sets fn to be called with the hooks that have newly
+	// claimable deliveries, each time appended deliveries become
+	// claimable. fn is called from a store goroutine and must not block.
+	// It is set once, before the first Append.
+	Notify(fn func(hooks []string))
 
 	// Claim returns up to limit deliveries of hook that are due at now, in
 	// next-attempt order, skipping those for which skip returns true (the

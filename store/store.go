@@ -1,10 +1,14 @@
 // Package store keeps hookrelay's events and delivery queue in one bbolt
 // file. It implements relay.Store.
 //
-// All writes go through a single writer goroutine that commits whatever is
-// waiting in one transaction (group commit): many concurrent requests share
-// one fsync, and each waits for at most one commit cycle after the one in
-// progress. Reads use bbolt read transactions and copy bytes out before
+// An append is acknowledged once it is in a write-ahead log (see wal.go):
+// one goroutine writes every append waiting with one fdatasync (group
+// commit), so many concurrent requests share one sync, and each waits for
+// at most the sync in progress and its own. A second goroutine, the bbolt
+// writer, then copies logged events into bbolt and commits whatever else
+// is waiting (outcomes, sweeps) in the same transaction. On Open, events
+// logged but not yet in bbolt (after a crash) are copied before anything
+// else runs. Reads use bbolt read transactions and copy bytes out before
 // they end.
 //
 // Layout (bucket: key -> value):
@@ -72,8 +76,16 @@ type Options struct {
 	Now func() time.Time
 	// LockTimeout is how long Open waits for the file lock; default 1s.
 	LockTimeout time.Duration
-	// MaxBatch caps the writes committed in one transaction; default 4096.
+	// MaxBatch caps the appends logged with one sync, and the writes (an
+	// event and each of its deliveries count one) committed in one bbolt
+	// transaction; default 4096.
 	MaxBatch int
+	// LogSegmentSize is the size of one write-ahead log file; default
+	// 64 MiB.
+	LogSegmentSize int64
+	// MaxLogLag bounds the bytes logged and not yet copied into bbolt;
+	// appends wait beyond it. Default 64 MiB.
+	MaxLogLag int64
 	// SweepInterval is how often expired dedup entries are removed;
 	// default one minute.
 	SweepInterval time.Duration
@@ -92,14 +104,41 @@ type Store struct {
 	now      func() time.Time
 	maxBatch int
 
-	// mu guards closed; submitters hold it shared while they send so that
-	// Close can wait for them before it stops the writer.
-	mu     sync.RWMutex
-	closed bool
-	ops    chan op
+	// mu guards closed; submitters and appenders hold it shared while
+	// they send so that Close can wait for them before it stops the
+	// writers.
+	mu      sync.RWMutex
+	closed  bool
+	ops     chan op
+	appends chan *appendCall
 
-	quit chan struct{}
-	wg   sync.WaitGroup
+	quit    chan struct{} // stops the bbolt writer and the loops
+	logQuit chan struct{} // stops the log writer
+	logDone chan struct{}
+	wg      sync.WaitGroup
+
+	// wal and logBuf belong to the log writer goroutine.
+	wal    *wal
+	logBuf []byte
+
+	// appliedSeq is the last event copied into bbolt and committed.
+	appliedSeq atomic.Uint64
+	notify     atomic.Pointer[func([]string)]
+
+	// pending holds dedup entries logged but not yet in bbolt.
+	pendMu  sync.Mutex
+	pending map[string]pendingDedup
+
+	// lag is the bytes logged and not yet in bbolt; appliedSig is closed
+	// (and replaced) each time some are.
+	lagMu      sync.Mutex
+	lagCond    *sync.Cond
+	lag        int64
+	maxLag     int64
+	appliedSig chan struct{}
+
+	failMu  sync.Mutex
+	failErr error
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -109,16 +148,20 @@ type Store struct {
 	prealloc *preallocator
 	used     int64
 
-	// eventSeq hands out event keys before the transaction; each commit
-	// raises the bucket's stored sequence to what it used, so keys are
-	// never reused after a restart.
+	// eventSeq is the last event number handed out by the log writer;
+	// copying into bbolt raises the bucket's stored sequence to match, so
+	// numbers are never reused after a restart.
 	eventSeq atomic.Uint64
 }
 
-// Stats are counters of the writer since Open.
+// Stats are counters of the writers since Open.
 type Stats struct {
-	Commits    uint64 // transactions committed
-	Ops        uint64 // writes committed
+	LogSyncs   uint64 // log writes, each with its fdatasync
+	LogRecords uint64 // events logged
+	LogTime    time.Duration
+	Commits    uint64 // bbolt transactions committed
+	Ops        uint64 // bbolt writes committed (a batch of logged events counts one)
+	Copied     uint64 // logged events copied into bbolt
 	CommitTime time.Duration
 }
 
@@ -137,6 +180,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 4096
+	}
+	if opts.LogSegmentSize <= 0 {
+		opts.LogSegmentSize = 64 << 20
+	}
+	if opts.MaxLogLag <= 0 {
+		opts.MaxLogLag = 64 << 20
 	}
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Minute
@@ -163,12 +212,23 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{
-		db:       db,
-		log:      opts.Logger,
-		now:      opts.Now,
-		maxBatch: opts.MaxBatch,
-		ops:      make(chan op, opts.MaxBatch),
-		quit:     make(chan struct{}),
+		db:         db,
+		log:        opts.Logger,
+		now:        opts.Now,
+		maxBatch:   opts.MaxBatch,
+		ops:        make(chan op, opts.MaxBatch),
+		appends:    make(chan *appendCall, opts.MaxBatch),
+		quit:       make(chan struct{}),
+		logQuit:    make(chan struct{}),
+		logDone:    make(chan struct{}),
+		pending:    make(map[string]pendingDedup),
+		maxLag:     opts.MaxLogLag,
+		appliedSig: make(chan struct{}),
+	}
+	s.lagCond = sync.NewCond(&s.lagMu)
+	if s.wal, err = s.recover(filepath.Join(dir, walDirName), opts.LogSegmentSize); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if s.prealloc, err = newPreallocator(path); err != nil {
 		s.log.Warn("no zero-filling ahead of the database", "err", err)
@@ -176,11 +236,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.used = tx.Size()
 		s.eventSeq.Store(tx.Bucket(bEvents).Sequence())
+		s.appliedSeq.Store(tx.Bucket(bEvents).Sequence())
 		return nil
 	}); err != nil {
+		s.wal.close()
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	go s.logWriter()
 	s.wg.Add(2)
 	go s.writer()
 	go s.every(opts.SweepInterval, s.sweep)
@@ -219,15 +282,70 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	// The log writer first: what it logs last goes to the bbolt writer,
+	// which is stopped after it.
+	close(s.logQuit)
+	<-s.logDone
 	close(s.quit)
 	s.wg.Wait()
 	if s.prealloc != nil {
 		s.prealloc.close()
 	}
+	errs := []error{s.wal.close()}
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close database: %w", err)
+		errs = append(errs, fmt.Errorf("close database: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// recover opens the log and copies into bbolt whatever it holds that
+// bbolt does not (the events acknowledged before a crash), in
+// transactions of at most MaxBatch events.
+func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
+	var applied uint64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		applied = tx.Bucket(bEvents).Sequence()
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var batch []logEntry
+	var replayed int
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := s.db.Update(applyEntries(batch)); err != nil {
+			return fmt.Errorf("copy logged events into the database: %w", err)
+		}
+		replayed += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	w, err := openWAL(dir, segmentSize, applied, func(seq uint64, payload []byte) error {
+		e, err := decodeLogEntry(seq, payload)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, e)
+		if len(batch) >= s.maxBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		if w != nil {
+			w.close()
+		}
+		return nil, fmt.Errorf("recover write-ahead log: %w", err)
+	}
+	if replayed > 0 {
+		s.log.Info("recovered events from the write-ahead log", "events", replayed)
+	}
+	return w, nil
 }
 
 // Stats returns the writer's counters.
@@ -247,6 +365,9 @@ func (s *Store) Path() string { return s.db.Path() }
 type op struct {
 	fn   func(tx *bolt.Tx) error
 	done func(error)
+	// weight is the number of writes fn makes, for the batch limit; 0
+	// counts as 1.
+	weight int
 }
 
 func (s *Store) submit(o op) {
@@ -275,41 +396,49 @@ func (s *Store) submitWait(ctx context.Context, fn func(tx *bolt.Tx) error) erro
 func (s *Store) writer() {
 	defer s.wg.Done()
 	batch := make([]op, 0, s.maxBatch)
+	weight := 0
+	add := func(o op) {
+		batch = append(batch, o)
+		weight += max(o.weight, 1)
+	}
+	flush := func() {
+		s.commit(batch)
+		clear(batch)
+		batch = batch[:0]
+		weight = 0
+	}
 	for {
 		select {
 		case o := <-s.ops:
-			batch = append(batch, o)
+			add(o)
 		case <-s.quit:
 			// Submitters are gone (Close waited for them): commit what
 			// they left and stop.
 			for {
 				select {
 				case o := <-s.ops:
-					batch = append(batch, o)
-					if len(batch) == s.maxBatch {
-						s.commit(batch)
-						batch = batch[:0]
+					add(o)
+					if weight >= s.maxBatch {
+						flush()
 					}
 					continue
 				default:
 				}
 				break
 			}
-			s.commit(batch)
+			flush()
 			return
 		}
 	fill:
-		for len(batch) < s.maxBatch {
+		for weight < s.maxBatch {
 			select {
 			case o := <-s.ops:
-				batch = append(batch, o)
+				add(o)
 			default:
 				break fill
 			}
 		}
-		s.commit(batch)
-		clear(batch)
-		batch = batch[:0]
+		flush()
 	}
 }
 
@@ -370,6 +499,9 @@ func (s *Store) commit(batch []op) {
 // Ping commits an empty write transaction through the writer, proving
 // that the writer is running and the file accepts commits.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.failure(); err != nil {
+		return fmt.Errorf("store ping: %w", err)
+	}
 	if err := s.submitWait(ctx, func(*bolt.Tx) error { return nil }); err != nil {
 		return fmt.Errorf("store ping: %w", err)
 	}

@@ -37,6 +37,10 @@ func mustAppend(t *testing.T, s *Store, req relay.AppendRequest) relay.AppendRes
 	if err != nil {
 		t.Fatalf("append: %v", err)
 	}
+	// Claimable from here on.
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
 	return res
 }
 
@@ -251,11 +255,17 @@ func TestGroupCommitSharesTransactions(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	if st.Ops != n {
-		t.Fatalf("ops = %d, want %d", st.Ops, n)
+	if st.LogRecords != n {
+		t.Fatalf("logged = %d, want %d", st.LogRecords, n)
 	}
-	if st.Commits >= n {
-		t.Fatalf("commits = %d for %d concurrent appends: no batching", st.Commits, n)
+	if st.LogSyncs >= n {
+		t.Fatalf("log syncs = %d for %d concurrent appends: no batching", st.LogSyncs, n)
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.Counts(context.Background()); err != nil || c.Events != n || c.Pending != n {
+		t.Fatalf("counts = %+v, %v; want %d events and deliveries", c, err, n)
 	}
 }
 
