@@ -55,9 +55,10 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 // applyOne returns the bbolt write that copies req into the database, as
 // the bbolt writer does for a logged event, numbered like one.
 func (s *Store) applyOne(req relay.AppendRequest) func(*bolt.Tx) error {
-	e := newLogEntry(&req)
+	e := newAppendEntry(&req)
 	e.seq = s.eventSeq.Add(1)
-	return applyEntries([]logEntry{e})
+	e.lsn = e.seq
+	return copyEntries([]logEntry{e})
 }
 
 // BenchmarkLogBatch writes batches of 1 KiB events to the write-ahead log
@@ -124,10 +125,11 @@ func BenchmarkCommitBatch(b *testing.B) {
 					commits++
 					entries := make([]logEntry, batch)
 					for i := range entries {
-						entries[i] = newLogEntry(&req)
+						entries[i] = newAppendEntry(&req)
 						entries[i].seq = s.eventSeq.Add(1)
+						entries[i].lsn = entries[i].seq
 					}
-					s.commit([]op{{fn: applyEntries(entries), done: done, weight: 2 * batch}})
+					s.commit([]op{{fn: copyEntries(entries), done: done, weight: 2 * batch}})
 					if failed != nil {
 						b.Fatal(failed)
 					}

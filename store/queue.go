@@ -69,6 +69,10 @@ func (s *Store) Claim(ctx context.Context, hook string, now time.Time, limit int
 		return nil, next, err
 	}
 	nowKey := timeKey(now)
+	// Held from before the read until the last pendingOutcomes check: a
+	// copy that commits an outcome removes it from there only after.
+	s.claimMu.RLock()
+	defer s.claimMu.RUnlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		hb := tx.Bucket(bDue).Bucket([]byte(hook))
 		if hb == nil {
@@ -87,6 +91,9 @@ func (s *Store) Claim(ctx context.Context, hook string, now time.Time, limit int
 			}
 			if skip != nil && skip(id) {
 				continue
+			}
+			if _, ok := s.pendingOutcomes[id]; ok {
+				continue // attempted; its outcome is not copied yet
 			}
 			if len(out) >= limit {
 				next = keyTime(at)
@@ -112,68 +119,6 @@ func (s *Store) Claim(ctx context.Context, hook string, now time.Time, limit int
 		return nil, time.Time{}, fmt.Errorf("claim deliveries of %q: %w", hook, err)
 	}
 	return out, next, nil
-}
-
-// Complete implements relay.Store.
-func (s *Store) Complete(o relay.Outcome, done func(error)) {
-	attempt := encodeAttempt(&o.Attempt)
-	d := o.Delivery
-	oldKey := dueKey(d.DueAt, d.TaskID)
-	s.submit(op{done: done, fn: func(tx *bolt.Tx) error {
-		tasks := tx.Bucket(bTasks)
-		var t relay.TaskInfo
-		if raw := tasks.Get(u64key(d.TaskID)); raw != nil {
-			var err error
-			if t, err = decodeTask(d.TaskID, raw); err != nil {
-				return fmt.Errorf("task %d: %w", d.TaskID, err)
-			}
-		} else {
-			// First outcome: until now the delivery was only its due entry.
-			seq, _ := splitTaskID(d.TaskID)
-			t = relay.TaskInfo{TaskID: d.TaskID, Hook: d.Hook, EventSeq: seq, State: relay.StatePending, Created: d.Event.Received}
-		}
-		if t.State != relay.StatePending || t.Attempts != d.Attempts {
-			// Already moved on by another completion of the same claim;
-			// recording it twice would corrupt the attempt count.
-			return nil
-		}
-		hb := tx.Bucket(bDue).Bucket([]byte(d.Hook))
-		if hb != nil {
-			if err := hb.Delete(oldKey); err != nil {
-				return fmt.Errorf("delete due entry: %w", err)
-			}
-		}
-		if err := appendBucket(tx, bAttempts).Put(attemptKey(d.TaskID, o.Attempt.N), attempt); err != nil {
-			return fmt.Errorf("put attempt: %w", err)
-		}
-		t.Attempts = d.Attempts + 1
-		t.State = o.State
-		t.NextAt = time.Time{}
-		switch o.State {
-		case relay.StatePending:
-			t.NextAt = o.Next
-			if hb == nil {
-				var err error
-				if hb, err = hookBucket(tx.Bucket(bDue), []byte(d.Hook)); err != nil {
-					return err
-				}
-			}
-			if err := hb.Put(dueKey(o.Next, d.TaskID), dueValue(t.EventSeq, t.Attempts)); err != nil {
-				return fmt.Errorf("put due entry: %w", err)
-			}
-		case relay.StateDead:
-			if err := appendBucket(tx, bDead).Put(dueKey(o.Attempt.At, d.TaskID), nil); err != nil {
-				return fmt.Errorf("put dead letter: %w", err)
-			}
-		case relay.StateDelivered:
-		default:
-			return fmt.Errorf("complete task %d: invalid state %d", d.TaskID, o.State)
-		}
-		if err := appendBucket(tx, bTasks).Put(u64key(d.TaskID), encodeTask(&t)); err != nil {
-			return fmt.Errorf("put task: %w", err)
-		}
-		return nil
-	}})
 }
 
 // QueuedHooks implements relay.Store.

@@ -31,6 +31,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,8 @@ var (
 	bDedupExp = []byte("dedupexp")
 
 	kSchema = []byte("schema")
+	// kLogCopied is the number of the last log record copied into bbolt.
+	kLogCopied = []byte("log-copied")
 )
 
 const schemaVersion = 1
@@ -86,6 +89,11 @@ type Options struct {
 	// MaxLogLag bounds the bytes logged and not yet copied into bbolt;
 	// appends wait beyond it. Default 64 MiB.
 	MaxLogLag int64
+	// CopyDelay is how long the bbolt writer waits for more logged
+	// changes before it copies what it has, so that copies are few and
+	// large; default 20ms, negative for none. Other writes (sweeps,
+	// Flush) are committed at once and take what is waiting with them.
+	CopyDelay time.Duration
 	// SweepInterval is how often expired dedup entries are removed;
 	// default one minute.
 	SweepInterval time.Duration
@@ -107,35 +115,45 @@ type Store struct {
 	// mu guards closed; submitters and appenders hold it shared while
 	// they send so that Close can wait for them before it stops the
 	// writers.
-	mu      sync.RWMutex
-	closed  bool
-	ops     chan op
-	appends chan *appendCall
+	mu       sync.RWMutex
+	closed   bool
+	ops      chan op
+	logCalls chan *logCall
 
 	quit    chan struct{} // stops the bbolt writer and the loops
 	logQuit chan struct{} // stops the log writer
 	logDone chan struct{}
 	wg      sync.WaitGroup
 
-	// wal and logBuf belong to the log writer goroutine.
+	// wal, logBuf and lsn (the last record number written) belong to
+	// the log writer goroutine.
 	wal    *wal
 	logBuf []byte
+	lsn    uint64
 
-	// appliedSeq is the last event copied into bbolt and committed.
-	appliedSeq atomic.Uint64
-	notify     atomic.Pointer[func([]string)]
+	// lastLSN is the last record logged durably, copiedLSN the last one
+	// copied into bbolt and committed.
+	lastLSN   atomic.Uint64
+	copiedLSN atomic.Uint64
+	notify    atomic.Pointer[func([]string)]
+	copyDelay time.Duration
 
 	// pending holds dedup entries logged but not yet in bbolt.
 	pendMu  sync.Mutex
 	pending map[string]pendingDedup
 
-	// lag is the bytes logged and not yet in bbolt; appliedSig is closed
-	// (and replaced) each time some are.
-	lagMu      sync.Mutex
-	lagCond    *sync.Cond
-	lag        int64
-	maxLag     int64
-	appliedSig chan struct{}
+	// pendingOutcomes are deliveries whose outcome is logged but not yet
+	// in bbolt; Claim skips them. claimMu orders claims with copies.
+	claimMu         sync.RWMutex
+	pendingOutcomes map[uint64]struct{}
+
+	// lag is the bytes logged and not yet in bbolt; copiedSig is closed
+	// (and replaced) each time some are copied.
+	lagMu     sync.Mutex
+	lagCond   *sync.Cond
+	lag       int64
+	maxLag    int64
+	copiedSig chan struct{}
 
 	failMu  sync.Mutex
 	failErr error
@@ -187,6 +205,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxLogLag <= 0 {
 		opts.MaxLogLag = 64 << 20
 	}
+	if opts.CopyDelay == 0 {
+		opts.CopyDelay = 20 * time.Millisecond
+	}
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Minute
 	}
@@ -212,18 +233,20 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{
-		db:         db,
-		log:        opts.Logger,
-		now:        opts.Now,
-		maxBatch:   opts.MaxBatch,
-		ops:        make(chan op, opts.MaxBatch),
-		appends:    make(chan *appendCall, opts.MaxBatch),
-		quit:       make(chan struct{}),
-		logQuit:    make(chan struct{}),
-		logDone:    make(chan struct{}),
-		pending:    make(map[string]pendingDedup),
-		maxLag:     opts.MaxLogLag,
-		appliedSig: make(chan struct{}),
+		db:              db,
+		log:             opts.Logger,
+		now:             opts.Now,
+		maxBatch:        opts.MaxBatch,
+		ops:             make(chan op, opts.MaxBatch),
+		logCalls:        make(chan *logCall, opts.MaxBatch),
+		quit:            make(chan struct{}),
+		logQuit:         make(chan struct{}),
+		logDone:         make(chan struct{}),
+		pending:         make(map[string]pendingDedup),
+		pendingOutcomes: make(map[uint64]struct{}),
+		maxLag:          opts.MaxLogLag,
+		copyDelay:       opts.CopyDelay,
+		copiedSig:       make(chan struct{}),
 	}
 	s.lagCond = sync.NewCond(&s.lagMu)
 	if s.wal, err = s.recover(filepath.Join(dir, walDirName), opts.LogSegmentSize); err != nil {
@@ -236,7 +259,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.used = tx.Size()
 		s.eventSeq.Store(tx.Bucket(bEvents).Sequence())
-		s.appliedSeq.Store(tx.Bucket(bEvents).Sequence())
 		return nil
 	}); err != nil {
 		s.wal.close()
@@ -304,7 +326,9 @@ func (s *Store) Close() error {
 func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
 	var applied uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {
-		applied = tx.Bucket(bEvents).Sequence()
+		if v := tx.Bucket(bMeta).Get(kLogCopied); len(v) == 8 {
+			applied = binary.BigEndian.Uint64(v)
+		}
 		return nil
 	}); err != nil {
 		return nil, err
@@ -315,15 +339,15 @@ func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		if err := s.db.Update(applyEntries(batch)); err != nil {
-			return fmt.Errorf("copy logged events into the database: %w", err)
+		if err := s.db.Update(copyEntries(batch)); err != nil {
+			return fmt.Errorf("copy logged changes into the database: %w", err)
 		}
 		replayed += len(batch)
 		batch = batch[:0]
 		return nil
 	}
-	w, err := openWAL(dir, segmentSize, applied, func(seq uint64, payload []byte) error {
-		e, err := decodeLogEntry(seq, payload)
+	w, lsn, err := openWAL(dir, segmentSize, applied, func(lsn uint64, payload []byte) error {
+		e, err := decodeLogEntry(lsn, payload)
 		if err != nil {
 			return err
 		}
@@ -343,8 +367,11 @@ func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
 		return nil, fmt.Errorf("recover write-ahead log: %w", err)
 	}
 	if replayed > 0 {
-		s.log.Info("recovered events from the write-ahead log", "events", replayed)
+		s.log.Info("recovered changes from the write-ahead log", "records", replayed)
 	}
+	s.lsn = lsn
+	s.lastLSN.Store(lsn)
+	s.copiedLSN.Store(lsn)
 	return w, nil
 }
 
@@ -368,6 +395,8 @@ type op struct {
 	// weight is the number of writes fn makes, for the batch limit; 0
 	// counts as 1.
 	weight int
+	// copy marks the copy of logged changes, which may wait for more.
+	copy bool
 }
 
 func (s *Store) submit(o op) {
@@ -397,15 +426,24 @@ func (s *Store) writer() {
 	defer s.wg.Done()
 	batch := make([]op, 0, s.maxBatch)
 	weight := 0
+	onlyCopies := true
 	add := func(o op) {
 		batch = append(batch, o)
 		weight += max(o.weight, 1)
+		onlyCopies = onlyCopies && o.copy
 	}
 	flush := func() {
 		s.commit(batch)
 		clear(batch)
 		batch = batch[:0]
 		weight = 0
+		onlyCopies = true
+	}
+	var delay *time.Timer
+	if s.copyDelay > 0 {
+		delay = time.NewTimer(s.copyDelay)
+		delay.Stop()
+		defer delay.Stop()
 	}
 	for {
 		select {
@@ -437,6 +475,22 @@ func (s *Store) writer() {
 			default:
 				break fill
 			}
+		}
+		if onlyCopies && delay != nil {
+			// Nobody waits for a copy: gather more, so copies are large.
+			delay.Reset(s.copyDelay)
+		gather:
+			for onlyCopies && weight < s.maxBatch {
+				select {
+				case o := <-s.ops:
+					add(o)
+				case <-delay.C:
+					break gather
+				case <-s.quit:
+					break gather
+				}
+			}
+			delay.Stop()
 		}
 		flush()
 	}

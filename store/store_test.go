@@ -51,6 +51,9 @@ func complete(t *testing.T, s *Store, o relay.Outcome) {
 	if err := <-ch; err != nil {
 		t.Fatalf("complete: %v", err)
 	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
 }
 
 func TestAppendClaimComplete(t *testing.T) {

@@ -24,14 +24,14 @@ import (
 //
 // The log is a directory of segment files. A record is
 //
-//	crc32c (4) | payload length (4) | event seq (8) | payload
+//	crc32c (4) | payload length (4) | record number (8) | payload
 //
-// with the checksum over everything after it. Sequence numbers are
+// with the checksum over everything after it. Record numbers are
 // consecutive across the log, so a reader knows where valid data ends: at
 // the first record that is short, fails its checksum, or does not carry
-// the next sequence number. That makes recycled segments safe to reuse
-// without clearing them: what is left of their old contents carries older
-// sequence numbers. Segment names are informative only; recovery orders
+// the next number. That makes recycled segments safe to reuse without
+// clearing them: what is left of their old contents carries older
+// numbers. Segment names are informative only; recovery orders
 // segments by the records inside them.
 //
 // Writes land only in space that has already been written (zeros or old
@@ -123,17 +123,18 @@ func scanSegment(data []byte, fn func(seq uint64, payload []byte) error) (first,
 func segmentName(first uint64) string { return fmt.Sprintf("%016x%s", first, walExt) }
 
 // openWAL opens the log in dir, creating it if needed, and calls replay
-// with every record whose sequence number is above applied, in order.
-// After replay the whole log counts as applied: the caller must have
-// made what replay received durable before it writes.
-func openWAL(dir string, maxSize int64, applied uint64, replay func(seq uint64, payload []byte) error) (*wal, error) {
+// with every record whose number is above applied, in order. It returns
+// the number of the last record in the log (applied when there is none
+// above it). After replay the whole log counts as applied: the caller
+// must have made what replay received durable before it writes.
+func openWAL(dir string, maxSize int64, applied uint64, replay func(lsn uint64, payload []byte) error) (*wal, uint64, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create log dir: %w", err)
+		return nil, 0, fmt.Errorf("create log dir: %w", err)
 	}
 	w := &wal{dir: dir, maxSize: maxSize, chunk: min(walChunk, (maxSize+4095)&^4095)}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read log dir: %w", err)
+		return nil, 0, fmt.Errorf("read log dir: %w", err)
 	}
 	var live []*segment // segments holding records above applied
 	for _, e := range entries {
@@ -143,7 +144,7 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(seq uint64, 
 		seg, err := w.openSegment(filepath.Join(dir, e.Name()))
 		if err != nil {
 			w.close()
-			return nil, err
+			return nil, 0, err
 		}
 		w.segs = append(w.segs, seg)
 		if seg.last > applied {
@@ -155,12 +156,12 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(seq uint64, 
 	for _, seg := range live {
 		if seg.first > next {
 			w.close()
-			return nil, fmt.Errorf("write-ahead log %s: records %d to %d are missing", dir, next, seg.first-1)
+			return nil, 0, fmt.Errorf("write-ahead log %s: records %d to %d are missing", dir, next, seg.first-1)
 		}
 		data, err := os.ReadFile(seg.path)
 		if err != nil {
 			w.close()
-			return nil, fmt.Errorf("read log segment: %w", err)
+			return nil, 0, fmt.Errorf("read log segment: %w", err)
 		}
 		if _, _, err := scanSegment(data, func(seq uint64, payload []byte) error {
 			if seq < next {
@@ -170,7 +171,7 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(seq uint64, 
 			return replay(seq, payload)
 		}); err != nil {
 			w.close()
-			return nil, fmt.Errorf("replay %s: %w", seg.path, err)
+			return nil, 0, fmt.Errorf("replay %s: %w", seg.path, err)
 		}
 	}
 	// Everything is applied now: every segment is free for reuse. Write
@@ -183,7 +184,7 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(seq uint64, 
 		seg, err := w.createSegment(next)
 		if err != nil {
 			w.close()
-			return nil, err
+			return nil, 0, err
 		}
 		w.segs = append(w.segs, seg)
 	}
@@ -194,9 +195,9 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(seq uint64, 
 	cur := w.segs[len(w.segs)-1]
 	if err := w.reuse(cur, next); err != nil {
 		w.close()
-		return nil, err
+		return nil, 0, err
 	}
-	return w, nil
+	return w, next - 1, nil
 }
 
 func compareSeq(a, b uint64) int {
@@ -412,7 +413,7 @@ type logCommitter struct {
 }
 
 func newLogCommitter(dir string, size, hooks int) (*logCommitter, error) {
-	w, err := openWAL(dir, 64<<20, 0, nil)
+	w, _, err := openWAL(dir, 64<<20, 0, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -429,7 +430,8 @@ func (c *logCommitter) commit(batch int) error {
 	first := c.seq + 1
 	for range batch {
 		c.seq++
-		e := newLogEntry(&c.req)
+		e := newAppendEntry(&c.req)
+		e.seq = c.seq
 		c.buf = appendRecord(c.buf, c.seq, e.appendPayload)
 	}
 	if err := c.w.write(c.buf, first, c.seq, c.seq); err != nil {
