@@ -369,6 +369,7 @@ func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
 	if replayed > 0 {
 		s.log.Info("recovered changes from the write-ahead log", "records", replayed)
 	}
+	w.trim()
 	s.lsn = lsn
 	s.lastLSN.Store(lsn)
 	s.copiedLSN.Store(lsn)

@@ -188,10 +188,8 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(lsn uint64, 
 		}
 		w.segs = append(w.segs, seg)
 	}
-	// Keep one spare besides the one written.
-	for len(w.segs) > 2 {
-		w.remove(w.segs[0])
-	}
+	// Segments beyond a spare are removed by trim, once what replay
+	// handed over is committed.
 	cur := w.segs[len(w.segs)-1]
 	if err := w.reuse(cur, next); err != nil {
 		w.close()
@@ -286,6 +284,14 @@ func (w *wal) reuse(seg *segment, first uint64) error {
 	w.segs = append(w.segs, seg)
 	w.off = 0
 	return nil
+}
+
+// trim removes the segments beyond the one written and one spare. Only
+// for a log whose records are all applied.
+func (w *wal) trim() {
+	for len(w.segs) > 2 {
+		w.remove(w.segs[0])
+	}
 }
 
 func (w *wal) remove(seg *segment) {
