@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -375,5 +376,44 @@ func TestLoadKeyPair(t *testing.T) {
 	var ke *KeyPairError
 	if !errors.As(err, &ke) || !ke.Key || ke.Path != empty || err.Error() != "key file "+empty+": empty file" {
 		t.Fatalf("empty key: %v", err)
+	}
+}
+
+// TestExampleConfigTLS loads config.example.toml with its commented [tls]
+// section switched on, as its comment says to do.
+func TestExampleConfigTLS(t *testing.T) {
+	t.Setenv("POS_TOKEN", "pos-token-0123456789")
+	t.Setenv("CRM_PASSWORD", "crm-password")
+	t.Setenv("INVENTORY_HMAC_SECRET", "inventory-hmac-secret")
+	t.Setenv("INVENTORY_API_KEY", "inventory-api-key")
+	t.Setenv("INVENTORY_TOKEN", "inventory-token")
+	data, err := os.ReadFile("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setting := regexp.MustCompile(`^# (\[tls\]|[a-z_]+ = .*)$`)
+	lines := strings.Split(string(data), "\n")
+	on := 0
+	for i, line := range lines {
+		// ca_root names a file of the operator's private CA.
+		if setting.MatchString(line) && !strings.HasPrefix(line, "# ca_root") {
+			lines[i] = strings.TrimPrefix(line, "# ")
+			on++
+		}
+	}
+	cfg, err := LoadBytes("../config.example.toml", []byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := TLSConfig{
+		Mode:       TLSACME,
+		Listen:     ":443",
+		HTTPListen: ":80",
+		Domains:    []string{"hooks.example.com"},
+		Email:      "ops@example.com",
+		CA:         DefaultACMECA,
+	}
+	if on != 7 || !reflect.DeepEqual(cfg.TLS, want) {
+		t.Errorf("%d lines switched on; tls:\n got  %+v\n want %+v", on, cfg.TLS, want)
 	}
 }
