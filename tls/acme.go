@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -28,6 +29,9 @@ type acmeSource struct {
 	cache   *certmagic.Cache
 	magic   *certmagic.Config
 	issuer  *certmagic.ACMEIssuer
+	// config is magic for the cache's maintenance goroutine, which starts
+	// before magic can be made.
+	config atomic.Pointer[certmagic.Config]
 
 	mu     sync.Mutex
 	status map[string]*acmeStatus // by domain
@@ -62,7 +66,7 @@ func newACME(cfg relay.TLSConfig, opts Options, log *slog.Logger) (*acmeSource, 
 	}
 	zl := newZapLogger(log.Handler())
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return a.magic, nil },
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return a.config.Load(), nil },
 		RenewCheckInterval: opts.RenewCheckInterval,
 		Logger:             zl,
 	})
@@ -96,6 +100,7 @@ func newACME(cfg relay.TLSConfig, opts Options, log *slog.Logger) (*acmeSource, 
 		Logger:               zl,
 	})
 	a.magic.Issuers = []certmagic.Issuer{a.issuer}
+	a.config.Store(a.magic)
 	return a, nil
 }
 
@@ -111,9 +116,9 @@ func splitPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-func (a *acmeSource) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return a.magic.GetCertificate(hello)
-}
+// tlsConfig is certmagic's: it serves the managed certificates and
+// answers TLS-ALPN-01 challenges.
+func (a *acmeSource) tlsConfig() *tls.Config { return a.magic.TLSConfig() }
 
 // start loads stored certificates and obtains or renews the others in
 // the background, retrying failures (after 1m, 2m, 2m, 5m, 10m... as

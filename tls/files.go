@@ -63,8 +63,10 @@ func (f *fileSource) tags() [2]fileTag {
 	return t
 }
 
-func (f *fileSource) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return f.cert.Load(), nil
+func (f *fileSource) tlsConfig() *tls.Config {
+	return &tls.Config{
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return f.cert.Load(), nil },
+	}
 }
 
 // start watches the files and reloads them when they change.
@@ -114,7 +116,11 @@ func (f *fileSource) reload() error {
 
 func (f *fileSource) health() (report, bool) {
 	leaf := f.cert.Load().Leaf
-	c := certReport{Names: leaf.DNSNames, State: stateValid, NotAfter: &leaf.NotAfter}
+	names := leaf.DNSNames
+	if len(names) == 0 {
+		names = []string{leaf.Subject.CommonName}
+	}
+	c := certReport{Names: names, State: stateValid, NotAfter: &leaf.NotAfter}
 	f.mu.Lock()
 	c.Error = f.lastErr
 	f.mu.Unlock()

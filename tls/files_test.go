@@ -30,6 +30,7 @@ func filesClient(ca *testCA, addr string) *http.Client {
 				return d.DialContext(ctx, network, addr)
 			},
 			DisableKeepAlives: true,
+			ForceAttemptHTTP2: true,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -161,8 +162,8 @@ func TestPlainListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.TLS.Version < tls.VersionTLS12 {
-		t.Fatalf("https healthz: %d, TLS version %x", resp.StatusCode, resp.TLS.Version)
+	if resp.StatusCode != 200 || resp.TLS.Version < tls.VersionTLS12 || resp.ProtoMajor != 2 {
+		t.Fatalf("https healthz: %d, TLS version %x, %s", resp.StatusCode, resp.TLS.Version, resp.Proto)
 	}
 }
 

@@ -26,8 +26,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mholt/acmez/v3"
-
 	"hookrelay/relay"
 )
 
@@ -64,7 +62,9 @@ type Options struct {
 
 // source is where the served certificate comes from.
 type source interface {
-	getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// tlsConfig is the TLS configuration serving the certificate (and
+	// answering TLS-ALPN-01 challenges in acme mode).
+	tlsConfig() *tls.Config
 	// start begins obtaining, renewing or watching; it stops when ctx
 	// ends, and stop waits for that.
 	start(ctx context.Context)
@@ -172,16 +172,11 @@ func (s *Server) HTTPAddr() net.Addr {
 // reports on Err. Listen must have succeeded.
 func (s *Server) Start(ctx context.Context, h http.Handler) {
 	ctx, s.cancel = context.WithCancel(ctx)
-	protos := []string{"h2", "http/1.1"}
-	if s.acme {
-		protos = append(protos, acmez.ACMETLS1Protocol)
-	}
 	s.tlsSrv = s.newHTTPServer(h, "https")
-	s.tlsSrv.TLSConfig = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: s.src.getCertificate,
-		NextProtos:     protos,
-	}
+	s.tlsSrv.TLSConfig = s.src.tlsConfig()
+	s.tlsSrv.TLSConfig.MinVersion = tls.VersionTLS12
+	// HTTP/2 and HTTP/1.1 first: acme-tls/1 is only for the CA.
+	s.tlsSrv.TLSConfig.NextProtos = append([]string{"h2", "http/1.1"}, s.tlsSrv.TLSConfig.NextProtos...)
 	s.serve(func() error { return s.tlsSrv.ServeTLS(s.tlsLn, "", "") })
 	if s.httpLn != nil {
 		s.httpSrv = s.newHTTPServer(s.plainHandler(h), "http")
