@@ -13,7 +13,8 @@ import (
 	"hookrelay/relay"
 )
 
-const defaultFileCheckInterval = 10 * time.Second
+// defaultFileCheckInterval: a change is loaded after one or two of these.
+const defaultFileCheckInterval = 5 * time.Second
 
 // fileSource serves the certificate of cert_file and key_file. A reload
 // that fails keeps the certificate served before.
@@ -69,25 +70,30 @@ func (f *fileSource) tlsConfig() *tls.Config {
 	}
 }
 
-// start watches the files and reloads them when they change.
+// start watches the files and reloads them when they have changed and
+// then stayed the same for one interval, so that a certificate and key
+// written one after the other are loaded together.
 func (f *fileSource) start(ctx context.Context) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		t := time.NewTicker(f.interval)
 		defer t.Stop()
+		var seen [2]fileTag
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
+			now := f.tags()
 			f.mu.Lock()
-			changed := f.tags() != f.stamp
+			changed := now != f.stamp
 			f.mu.Unlock()
-			if changed {
+			if changed && now == seen {
 				f.reload()
 			}
+			seen = now
 		}
 	}()
 }

@@ -56,7 +56,8 @@ type Options struct {
 	// for renewal; 0 means certmagic's default, 10 minutes.
 	RenewCheckInterval time.Duration
 	// FileCheckInterval is how often files mode looks for changed
-	// certificate or key files; 0 means 10 seconds.
+	// certificate or key files; 0 means 5 seconds. A change is loaded
+	// once the files have stayed the same for one interval.
 	FileCheckInterval time.Duration
 }
 
