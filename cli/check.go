@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"hookrelay/relay"
 )
@@ -44,9 +45,19 @@ func (c *CheckCommand) Run(_ context.Context, args []string) error {
 		fmt.Fprintln(c.Stderr, err)
 		return ErrReported
 	}
-	fmt.Fprintf(c.Stdout, "%s: ok: listen %s, data_dir %s, %d publisher(s), %d hook(s)\n",
-		*path, cfg.Server.Listen, cfg.Server.DataDir, len(cfg.Publishers), len(cfg.Hooks))
+	fmt.Fprintf(c.Stdout, "%s: ok: listen %s, data_dir %s, %d publisher(s), %d hook(s), %s\n",
+		*path, cfg.Server.Listen, cfg.Server.DataDir, len(cfg.Publishers), len(cfg.Hooks), tlsSummary(cfg.TLS))
 	return nil
+}
+
+func tlsSummary(t relay.TLSConfig) string {
+	switch t.Mode {
+	case relay.TLSACME:
+		return fmt.Sprintf("https on %s for %s (acme, %s)", t.Listen, strings.Join(t.Domains, ", "), t.CA)
+	case relay.TLSFiles:
+		return fmt.Sprintf("https on %s (files %s)", t.Listen, t.CertFile)
+	}
+	return "tls off"
 }
 
 // usageErr keeps -h a success and turns other flag errors into ErrUsage

@@ -17,6 +17,7 @@ import (
 	"hookrelay/relay"
 	"hookrelay/store"
 	"hookrelay/systemd"
+	"hookrelay/tls"
 )
 
 // ServeCommand runs the relay until it receives SIGINT or SIGTERM.
@@ -33,6 +34,10 @@ built-in receiver at /demo/receiver that verifies each signature.
 The first SIGINT or SIGTERM stops accepting, lets deliveries in flight
 finish (up to server.shutdown_timeout) and closes the store; a second one
 abandons the deliveries still in flight (they are retried after restart).
+
+With a [tls] table it also serves HTTPS on tls.listen and redirects plain
+HTTP on tls.http_listen; server.listen stays a plain local listener. In
+files mode SIGHUP reloads tls.cert_file and tls.key_file.
 
 Examples:
   hookrelay
@@ -144,9 +149,30 @@ func serve(ctx context.Context, cfg *relay.Config, log *slog.Logger, demo bool) 
 		}
 	}()
 
+	// The public HTTPS side, when configured. Its certificate state is
+	// part of /healthz.
+	var pub *tls.Server
+	var health []relay.HealthCheck
+	if cfg.TLS.Mode != relay.TLSOff {
+		pub, err = tls.New(cfg.TLS, tls.Options{Logger: log, DataDir: cfg.Server.DataDir})
+		if err != nil {
+			return err
+		}
+		health = append(health, relay.HealthCheck{Name: "tls", Check: pub.Health})
+	}
+	stopPub := func(ctx context.Context) {
+		if pub == nil {
+			return
+		}
+		if err := pub.Shutdown(ctx); err != nil {
+			log.Warn("public listeners shutdown incomplete", "err", err)
+		}
+	}
+
 	version := BuildVersion()
-	r, err := relay.New(cfg, st, relay.Options{Logger: log, Version: version})
+	r, err := relay.New(cfg, st, relay.Options{Logger: log, Version: version, Health: health})
 	if err != nil {
+		stopPub(context.Background())
 		return err
 	}
 	handler := r.Handler()
@@ -160,7 +186,15 @@ func serve(ctx context.Context, cfg *relay.Config, log *slog.Logger, demo bool) 
 
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
+		stopPub(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
+	}
+	if pub != nil {
+		if err := pub.Listen(); err != nil {
+			ln.Close()
+			stopPub(context.Background())
+			return err
+		}
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -173,13 +207,23 @@ func serve(ctx context.Context, cfg *relay.Config, log *slog.Logger, demo bool) 
 	}
 	if err := r.Start(ctx); err != nil {
 		ln.Close()
+		stopPub(context.Background())
 		return err
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
+	var pubErr <-chan error
+	var hup chan os.Signal
+	if pub != nil {
+		pub.Start(ctx, handler)
+		pubErr = pub.Err()
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 
 	log.Info("hookrelay ready", "version", version, "config", cfg.Path, "listen", ln.Addr().String(),
-		"data_dir", cfg.Server.DataDir, "publishers", len(cfg.Publishers), "hooks", len(cfg.Hooks))
+		"data_dir", cfg.Server.DataDir, "publishers", len(cfg.Publishers), "hooks", len(cfg.Hooks), "tls", cfg.TLS.Mode)
 	if demo {
 		log.Info("demo mode: publish an event with: curl -X POST http://" + ln.Addr().String() +
 			"/v1/events -H 'Authorization: Bearer " + relay.DemoToken + "' -d '{\"type\":\"payment.succeeded\",\"data\":{\"amount\":1200}}'")
@@ -194,11 +238,24 @@ func serve(ctx context.Context, cfg *relay.Config, log *slog.Logger, demo bool) 
 	}()
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-srvErr:
-		runErr = fmt.Errorf("http server: %w", err)
-		cancel()
+run:
+	for {
+		select {
+		case <-ctx.Done():
+			break run
+		case err := <-srvErr:
+			runErr = fmt.Errorf("http server: %w", err)
+			cancel()
+			break run
+		case err := <-pubErr:
+			runErr = fmt.Errorf("public listener: %w", err)
+			cancel()
+			break run
+		case <-hup:
+			// Reload logs the outcome; a failure keeps the previous
+			// certificate.
+			pub.Reload()
+		}
 	}
 	<-watchdogDone
 	systemd.Notify(systemd.Stopping)
@@ -207,10 +264,16 @@ func serve(ctx context.Context, cfg *relay.Config, log *slog.Logger, demo bool) 
 	// store: in that order nothing accepted is left unwritten.
 	shutdownCtx, cancelShutdown := context.WithTimeout(drainCtx, cfg.Server.ShutdownTimeout)
 	defer cancelShutdown()
+	pubStopped := make(chan struct{})
+	go func() {
+		defer close(pubStopped)
+		stopPub(shutdownCtx)
+	}()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("http shutdown incomplete", "err", err)
 		srv.Close()
 	}
+	<-pubStopped
 	if err := r.Shutdown(shutdownCtx); err != nil {
 		log.Warn("delivery drain incomplete", "err", err)
 	}

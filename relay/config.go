@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/x509"
 	"net/url"
 	"time"
 )
@@ -15,6 +16,7 @@ type Config struct {
 	Path string
 
 	Server     ServerConfig
+	TLS        TLSConfig
 	Publishers []PublisherConfig
 	Hooks      []HookConfig
 }
@@ -113,3 +115,49 @@ var DefaultRetry = []time.Duration{
 	5 * time.Second, 5 * time.Minute, 30 * time.Minute,
 	2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
 }
+
+// TLS modes: where the public HTTPS listener gets its certificate.
+const (
+	TLSOff   = "off"   // no HTTPS listener
+	TLSACME  = "acme"  // obtained and renewed from an ACME CA
+	TLSFiles = "files" // read from cert_file and key_file
+)
+
+// TLSConfig is the [tls] table. With Mode TLSOff the other fields are
+// empty and the relay serves plain HTTP on Server.Listen only.
+type TLSConfig struct {
+	// Mode is one of the TLS* constants.
+	Mode string
+	// Listen is the host:port of the public HTTPS listener, which serves
+	// the whole relay API (and TLS-ALPN-01 challenges in acme mode).
+	Listen string
+	// HTTPListen is the host:port of the plain HTTP listener that serves
+	// HTTP-01 challenges, /healthz and a redirect to HTTPS for everything
+	// else; "" means none (acme mode then relies on TLS-ALPN-01).
+	HTTPListen string
+
+	// Domains are the names certificates are managed for (acme), in
+	// lowercase, one certificate each.
+	Domains []string
+	// Email is the ACME account contact; "" for none.
+	Email string
+	// CA is the ACME directory URL.
+	CA string
+	// CARoots, when not empty, are the only roots trusted for the
+	// connection to CA (a private ACME CA); otherwise the system roots.
+	CARoots []*x509.Certificate
+
+	// CertFile and KeyFile are the PEM files of files mode: the
+	// certificate chain, leaf first, and its private key. A relative
+	// path in a config file is resolved against its directory.
+	CertFile string
+	KeyFile  string
+}
+
+// Defaults of the [tls] table.
+const (
+	DefaultTLSListen  = ":443"
+	DefaultHTTPListen = ":80"
+	// DefaultACMECA is Let's Encrypt's production directory.
+	DefaultACMECA = "https://acme-v02.api.letsencrypt.org/directory"
+)

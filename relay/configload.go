@@ -75,10 +75,11 @@ func Load(path string) (*Config, error) {
 }
 
 // LoadBytes decodes and validates the TOML document data. path names the
-// document in error messages and anchors relative paths (data_dir and
-// "file:" secrets) at its directory; with path == "" they are relative to
-// the working directory. Defaults are applied and secrets are resolved, so
-// LoadBytes reads the environment and secret files but changes nothing.
+// document in error messages and anchors relative paths (data_dir,
+// cert_file, key_file and "file:" secrets) at its directory; with
+// path == "" they are relative to the working directory. Defaults are
+// applied and secrets are resolved, so LoadBytes reads the environment,
+// secret files and certificate files but changes nothing.
 //
 // On success the *Config is complete and valid. Otherwise the error is a
 // *ConfigError listing every problem found; a TOML syntax error is the only
@@ -557,12 +558,13 @@ func (l *loader) config(root map[string]any) *Config {
 		DedupWindow:     DefaultDedupWindow,
 		ShutdownTimeout: DefaultShutdownTimeout,
 	}}
-	t := l.table("", root, "server", "publisher", "hook")
+	t := l.table("", root, "server", "tls", "publisher", "hook")
 	if v, f, ok := t.get("server"); ok {
 		if m, ok := l.subtable(f, v, "a [server] table"); ok {
 			l.server(f, m, &cfg.Server)
 		}
 	}
+	cfg.TLS = l.tlsConfig(t, l.validListen(cfg.Server.Listen))
 	if v, f, ok := t.get("publisher"); ok {
 		ms, _ := l.tables(f, v)
 		l.publishers(f, ms, cfg)

@@ -75,7 +75,7 @@ listen = "127.0.0.1:8080"
 [source]
 name = "x"
 `,
-			want: []string{`hookrelay.toml:4: source: unknown key: valid keys here are server, publisher, hook`},
+			want: []string{`hookrelay.toml:4: source: unknown key: valid keys here are server, tls, publisher, hook`},
 		},
 		{
 			name: "unknown top-level key",
@@ -669,6 +669,7 @@ token = "erp-token"
 			DedupWindow:     7 * 24 * time.Hour,
 			ShutdownTimeout: time.Minute,
 		},
+		TLS: TLSConfig{Mode: TLSOff},
 		Publishers: []PublisherConfig{
 			{Name: "pos", Token: "pos-token-0123456789"},
 			{Name: "shop", Token: "shop-token-from-a-file"},

@@ -31,6 +31,19 @@ type Options struct {
 	Now func() time.Time
 	// Version is sent in the User-Agent of deliveries.
 	Version string
+	// Health adds parts the relay depends on but does not own, such as
+	// the public certificate, to GET /healthz.
+	Health []HealthCheck
+}
+
+// HealthCheck is one part reported by GET /healthz under Name. Check
+// returns a JSON-encodable report and whether the part is healthy; it is
+// called on every request, concurrently, and must be fast. An unhealthy
+// part makes the status "degraded" but the answer stays 200: the relay
+// still accepts, stores and delivers events.
+type HealthCheck struct {
+	Name  string
+	Check func() (report any, ok bool)
 }
 
 // Relay accepts events, stores them and delivers them. Create it with New,
@@ -45,6 +58,7 @@ type Relay struct {
 	router     *router
 	publishers map[[sha256.Size]byte]string
 	sched      *scheduler
+	health     []HealthCheck
 
 	ready    atomic.Bool
 	stopping atomic.Bool
@@ -72,6 +86,7 @@ func New(cfg *Config, st Store, opts Options) (*Relay, error) {
 		ua:         "hookrelay/" + opts.Version,
 		router:     newRouter(cfg.Hooks),
 		publishers: make(map[[sha256.Size]byte]string, len(cfg.Publishers)),
+		health:     opts.Health,
 	}
 	for _, p := range cfg.Publishers {
 		// Tokens are looked up by digest so that the lookup's timing says
@@ -149,9 +164,19 @@ func (r *Relay) handleHealth(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "shutting down")
 	case !r.ready.Load():
 		writeError(w, http.StatusServiceUnavailable, "starting")
-	default:
+	case len(r.health) == 0:
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	default:
+		body := map[string]any{"status": "ok"}
+		for _, h := range r.health {
+			report, ok := h.Check()
+			if !ok {
+				body["status"] = "degraded"
+			}
+			body[h.Name] = report
+		}
+		writeJSON(w, http.StatusOK, body)
 	}
 }
 
