@@ -87,7 +87,7 @@ type Options struct {
 	// 64 MiB.
 	LogSegmentSize int64
 	// MaxLogLag bounds the bytes logged and not yet copied into bbolt;
-	// appends wait beyond it. Default 64 MiB.
+	// appends wait beyond it. Default 16 MiB.
 	MaxLogLag int64
 	// CopyDelay is how long the bbolt writer waits for more logged
 	// changes before it copies what it has, so that copies are few and
@@ -203,7 +203,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.LogSegmentSize = 64 << 20
 	}
 	if opts.MaxLogLag <= 0 {
-		opts.MaxLogLag = 64 << 20
+		opts.MaxLogLag = 16 << 20
 	}
 	if opts.CopyDelay == 0 {
 		opts.CopyDelay = 20 * time.Millisecond
