@@ -49,6 +49,12 @@ const (
 	SignatureStandardWebhooks = "standard-webhooks"
 	SignatureHMACSHA256       = "hmac-sha256"
 	SignatureNone             = "none"
+	// SignatureTilled sends tilled-signature: t=<unix ms>,v1=<hex
+	// HMAC-SHA256(secret, t.body)>, one v1 per secret.
+	SignatureTilled = "tilled"
+	// SignatureStripe sends Stripe-Signature: t=<unix s>,v1=<hex
+	// HMAC-SHA256(secret, t.body)>, one v1 per secret.
+	SignatureStripe = "stripe"
 )
 
 // Outbound authentication types.
@@ -70,7 +76,8 @@ type HookConfig struct {
 	// Secrets are the signing secrets, newest first. For
 	// standard-webhooks each is a "whsec_" + base64 string and
 	// SigningKeys holds the decoded keys; for hmac-sha256 there is one
-	// secret and its key is the secret's bytes as written.
+	// secret and its key is the secret's bytes as written; for tilled and
+	// stripe each key is its secret's bytes as written.
 	Secrets     []string
 	SigningKeys [][]byte
 	// Signature is one of the Signature* constants.

@@ -804,6 +804,9 @@ func (l *loader) events(field string, v any) []string {
 	return out
 }
 
+// signatureChoices lists the outbound signature schemes for messages.
+const signatureChoices = `"standard-webhooks", "hmac-sha256", "tilled", "stripe" or "none"`
+
 // signing reads "secret" and "signature" and checks that they fit together.
 func (l *loader) signing(t *table, h *HookConfig) {
 	// secrets[i] is "" where resolution failed (already reported).
@@ -832,15 +835,15 @@ func (l *loader) signing(t *table, h *HookConfig) {
 	}
 	gv, gf, hasSig := t.get("signature")
 	if hasSig {
-		s, ok := l.str(gf, gv, `"standard-webhooks", "hmac-sha256" or "none"`)
+		s, ok := l.str(gf, gv, signatureChoices)
 		if !ok {
 			return
 		}
 		switch s {
-		case SignatureStandardWebhooks, SignatureHMACSHA256, SignatureNone:
+		case SignatureStandardWebhooks, SignatureHMACSHA256, SignatureTilled, SignatureStripe, SignatureNone:
 			sig = s
 		default:
-			l.fail(gf, `unknown signature %q: use "standard-webhooks", "hmac-sha256" or "none"`, s)
+			l.fail(gf, `unknown signature %q: use %s`, s, signatureChoices)
 			return
 		}
 	}
@@ -881,6 +884,16 @@ func (l *loader) signing(t *table, h *HookConfig) {
 			ok = false
 		} else {
 			h.SigningKeys = [][]byte{[]byte(s)}
+		}
+	case SignatureTilled, SignatureStripe:
+		// The receiver's library uses the secret string as the key.
+		for i, s := range secrets {
+			if s != "" && len(s) < minHMACSecretLen {
+				l.fail(fields[i], "%s secret is %d bytes long: use at least %d", sig, len(s), minHMACSecretLen)
+				ok = false
+				continue
+			}
+			h.SigningKeys = append(h.SigningKeys, []byte(s))
 		}
 	}
 	if ok {
@@ -1005,7 +1018,7 @@ func (l *loader) headers(field string, m map[string]any) map[string]string {
 		case lower == "content-type" || lower == "content-length" || lower == "host" || lower == "user-agent":
 			l.fail(f, "reserved header: hookrelay sets %s itself", name)
 			continue
-		case strings.HasPrefix(lower, "webhook-") || lower == "x-signature":
+		case strings.HasPrefix(lower, "webhook-") || lower == "x-signature" || lower == "tilled-signature" || lower == "stripe-signature":
 			l.fail(f, "reserved header: hookrelay sets %s to sign deliveries; choose another name", name)
 			continue
 		}

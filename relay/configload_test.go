@@ -395,7 +395,7 @@ events = ["*"]
 secret = "` + whsec(32) + `"
 signature = "sha1"
 `,
-			want: []string{`hookrelay.toml:6: hook[0].signature: unknown signature "sha1": use "standard-webhooks", "hmac-sha256" or "none"`},
+			want: []string{`hookrelay.toml:6: hook[0].signature: unknown signature "sha1": use "standard-webhooks", "hmac-sha256", "tilled", "stripe" or "none"`},
 		},
 		{
 			name: "env secret unset",
