@@ -17,6 +17,8 @@ type Config struct {
 	Server     ServerConfig
 	Publishers []PublisherConfig
 	Hooks      []HookConfig
+	// Sources are the providers that POST to /in/{name}.
+	Sources []SourceConfig
 }
 
 // ServerConfig is the [server] table.
@@ -29,7 +31,8 @@ type ServerConfig struct {
 	DataDir string
 	// MaxBody is the largest request body accepted, in bytes.
 	MaxBody int64
-	// DedupWindow is how long a (publisher, id) pair is remembered.
+	// DedupWindow is how long a (publisher, id) or (source, provider
+	// event id) pair is remembered.
 	DedupWindow time.Duration
 	// ShutdownTimeout bounds how long a stop waits for in-flight requests
 	// and deliveries before it gives up on them. What is given up on is
@@ -93,6 +96,13 @@ type HookConfig struct {
 	Timeout time.Duration
 	// Concurrency is the most attempts in flight to this hook at once.
 	Concurrency int
+	// Sources limits the hook to events from these origins, written as
+	// Event.Source values ("source:tilled", "publisher:pos"); empty means
+	// every source and publisher.
+	Sources []string
+	// Match holds payload filters: an event is delivered to the hook only
+	// when every rule holds for its delivered body.
+	Match []MatchRule
 }
 
 // AuthConfig is a hook's outbound authentication.

@@ -161,6 +161,9 @@ type loader struct {
 	lookupEnv func(string) (string, bool)
 	lines     keyLines
 	errs      []FieldError
+	// origins are the Event.Source values of the configured sources and
+	// publishers, which hooks' sources filters may name.
+	origins map[string]bool
 }
 
 func (l *loader) fail(field, format string, args ...any) {
@@ -557,7 +560,7 @@ func (l *loader) config(root map[string]any) *Config {
 		DedupWindow:     DefaultDedupWindow,
 		ShutdownTimeout: DefaultShutdownTimeout,
 	}}
-	t := l.table("", root, "server", "publisher", "hook")
+	t := l.table("", root, "server", "publisher", "source", "hook")
 	if v, f, ok := t.get("server"); ok {
 		if m, ok := l.subtable(f, v, "a [server] table"); ok {
 			l.server(f, m, &cfg.Server)
@@ -567,6 +570,11 @@ func (l *loader) config(root map[string]any) *Config {
 		ms, _ := l.tables(f, v)
 		l.publishers(f, ms, cfg)
 	}
+	if v, f, ok := t.get("source"); ok {
+		ms, _ := l.tables(f, v)
+		l.sources(f, ms, cfg)
+	}
+	l.origins = origins(cfg)
 	if v, f, ok := t.get("hook"); ok {
 		ms, _ := l.tables(f, v)
 		seen := map[string]int{}
@@ -695,7 +703,8 @@ func (l *loader) hook(field string, m map[string]any) HookConfig {
 		Concurrency: DefaultConcurrency,
 		Auth:        AuthConfig{Type: AuthNone},
 	}
-	t := l.table(field, m, "name", "url", "events", "secret", "signature", "auth", "headers", "retry", "timeout", "concurrency")
+	t := l.table(field, m, "name", "url", "events", "secret", "signature", "auth", "headers", "retry", "timeout", "concurrency",
+		"sources", "match", "forward_headers")
 	h.Name, _ = l.name(t, field)
 
 	if v, f, ok := t.get("url"); !ok {
@@ -741,6 +750,7 @@ func (l *loader) hook(field string, m map[string]any) HookConfig {
 			h.Concurrency = n
 		}
 	}
+	l.hookFilters(t, &h)
 	t.done()
 	return h
 }

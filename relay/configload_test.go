@@ -72,10 +72,10 @@ max_body =
 			toml: `[server]
 listen = "127.0.0.1:8080"
 
-[source]
+[sink]
 name = "x"
 `,
-			want: []string{`hookrelay.toml:4: source: unknown key: valid keys here are server, publisher, hook`},
+			want: []string{`hookrelay.toml:4: sink: unknown key: valid keys here are server, publisher, source, hook`},
 		},
 		{
 			name: "unknown top-level key",
