@@ -44,6 +44,7 @@ type Relay struct {
 
 	router     *router
 	publishers map[[sha256.Size]byte]string
+	sources    map[string]*source
 	sched      *scheduler
 
 	ready    atomic.Bool
@@ -72,6 +73,7 @@ func New(cfg *Config, st Store, opts Options) (*Relay, error) {
 		ua:         "hookrelay/" + opts.Version,
 		router:     newRouter(cfg.Hooks),
 		publishers: make(map[[sha256.Size]byte]string, len(cfg.Publishers)),
+		sources:    newSources(cfg.Sources),
 	}
 	for _, p := range cfg.Publishers {
 		// Tokens are looked up by digest so that the lookup's timing says
@@ -152,8 +154,4 @@ func (r *Relay) handleHealth(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
 	}
-}
-
-func (r *Relay) handleInbound(w http.ResponseWriter, req *http.Request) {
-	writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", req.PathValue("source")))
 }
