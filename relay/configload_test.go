@@ -749,6 +749,7 @@ func TestLoadExampleConfig(t *testing.T) {
 	t.Setenv("INVENTORY_HMAC_SECRET", "inventory-hmac-secret")
 	t.Setenv("INVENTORY_API_KEY", "inventory-api-key")
 	t.Setenv("INVENTORY_TOKEN", "inventory-token")
+	setExampleSourceEnv(t)
 
 	cfg, err := Load("../config.example.toml")
 	if err != nil {
@@ -761,8 +762,8 @@ func TestLoadExampleConfig(t *testing.T) {
 		t.Errorf("publishers: got %+v", cfg.Publishers)
 	}
 	crm, inv := cfg.Hook("crm"), cfg.Hook("inventory")
-	if crm == nil || inv == nil || len(cfg.Hooks) != 2 {
-		t.Fatalf("hooks: got %+v, want crm and inventory", cfg.Hooks)
+	if crm == nil || inv == nil || len(cfg.Hooks) != 4 {
+		t.Fatalf("hooks: got %+v, want crm, inventory, partner-app and treasury", cfg.Hooks)
 	}
 	if crm.Signature != SignatureStandardWebhooks || crm.Auth != (AuthConfig{Type: AuthBasic, Username: "hookrelay", Password: "crm-password"}) {
 		t.Errorf("crm: got signature %q auth %+v", crm.Signature, crm.Auth)

@@ -432,3 +432,50 @@ func TestLoadNoneOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// setExampleSourceEnv sets the secrets config.example.toml's sources and
+// their hooks read.
+func setExampleSourceEnv(t *testing.T) {
+	for k, v := range map[string]string{
+		"TILLED_WEBHOOK_SECRET":  "tilled-secret",
+		"USAEPAY_WEBHOOK_SECRET": "usaepay-secret",
+		"USAEPAY_BASIC_PASSWORD": "usaepay-password",
+		"SFPY_WEBHOOK_SECRET":    "sfpy-secret",
+		"BANKINGCIRCLE_KEY":      bcKey,
+		"BILLING_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"STRIPE_WEBHOOK_SECRET":  "whsec_stripe-secret",
+		"GITHUB_WEBHOOK_SECRET":  "github-secret",
+		"PARTNER_WEBHOOK_SECRET": "partner-secret",
+		"FORMS_WEBHOOK_TOKEN":    "forms-token-0123456789",
+		"PARTNER_APP_SECRET":     "partner-app-secret-0123",
+		"POS_TOKEN":              "pos-token-0123456789",
+		"CRM_PASSWORD":           "crm-password",
+		"INVENTORY_HMAC_SECRET":  "inventory-hmac-secret",
+		"INVENTORY_API_KEY":      "inventory-api-key",
+		"INVENTORY_TOKEN":        "inventory-token",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
+func TestLoadExampleSources(t *testing.T) {
+	setExampleSourceEnv(t)
+	cfg, err := Load("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var providers []string
+	for _, s := range cfg.Sources {
+		providers = append(providers, s.Provider)
+	}
+	want := []string{"tilled", "usaepay", "sfpy", "bankingcircle", "standard-webhooks", "stripe", "github", "hmac", "token", "none"}
+	if !reflect.DeepEqual(providers, want) {
+		t.Errorf("providers %q, want %q", providers, want)
+	}
+	if h := cfg.Hook("partner-app"); h == nil || h.Signature != SignatureTilled || len(h.Match) != 1 || !reflect.DeepEqual(h.Sources, []string{"source:tilled"}) {
+		t.Errorf("partner-app: %+v", h)
+	}
+	if h := cfg.Hook("crm"); h == nil || !reflect.DeepEqual(h.Sources, []string{"source:billing", "publisher:pos"}) {
+		t.Errorf("crm: %+v", h)
+	}
+}
