@@ -13,6 +13,14 @@ import (
 	"time"
 )
 
+// Log attribute keys of the inbound path.
+const (
+	logKeySource = "source"
+	logKeyRemote = "remote"
+	logKeyStatus = "status"
+	logKeyReason = "reason"
+)
+
 // refusal is why an inbound request is refused, with its HTTP status.
 type refusal struct {
 	status int
@@ -200,7 +208,7 @@ func (r *Relay) handleInbound(w http.ResponseWriter, req *http.Request) {
 		if errors.Is(err, context.Canceled) {
 			return // the provider went away; it was not told, so it will retry
 		}
-		r.log.Error("event not stored", logKeySubsystem, "ingest", "source", src.origin, logKeyErr, err)
+		r.log.Error("event not stored", logKeySubsystem, "ingest", logKeySource, src.origin, logKeyErr, err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "event could not be stored; retry")
 		return
@@ -293,8 +301,8 @@ func appendAppendResult(b []byte, res AppendResult) []byte {
 // refuse answers a refused inbound request and logs why, without its
 // body.
 func (r *Relay) refuse(w http.ResponseWriter, req *http.Request, src *source, rf *refusal) {
-	r.log.Warn("inbound request refused", logKeySubsystem, "ingest", "source", src.origin,
-		"remote", req.RemoteAddr, "status", rf.status, "reason", rf.msg)
+	r.log.Warn("inbound request refused", logKeySubsystem, "ingest", logKeySource, src.origin,
+		logKeyRemote, req.RemoteAddr, logKeyStatus, rf.status, logKeyReason, rf.msg)
 	if rf.status == http.StatusUnauthorized && (src.cfg.Provider == ProviderBasic || src.cfg.Username != "") {
 		w.Header().Set("WWW-Authenticate", `Basic realm="hookrelay"`)
 	}
