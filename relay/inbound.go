@@ -32,13 +32,24 @@ type source struct {
 	cfg         *SourceConfig
 	origin      string // Event.Source: "source:<name>"
 	dedupPrefix string // "in:<name>:", apart from publishers' keys
+	// allow is the peers accepted; empty means any.
+	allow []netip.Prefix
 }
+
+// loopback is what a "none" source without allow_ips accepts: the
+// configuration only allows it on a loopback listener, and a listener
+// added later (a public HTTPS one) must not open it to the world.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 func newSources(cfgs []SourceConfig) map[string]*source {
 	m := make(map[string]*source, len(cfgs))
 	for i := range cfgs {
 		c := &cfgs[i]
-		m[c.Name] = &source{cfg: c, origin: sourcePrefix + c.Name, dedupPrefix: "in:" + c.Name + ":"}
+		s := &source{cfg: c, origin: sourcePrefix + c.Name, dedupPrefix: "in:" + c.Name + ":", allow: c.AllowIPs}
+		if c.Provider == ProviderNone && len(c.AllowIPs) == 0 {
+			s.allow = loopback
+		}
+		m[c.Name] = s
 	}
 	return m
 }
@@ -47,7 +58,7 @@ func newSources(cfgs []SourceConfig) map[string]*source {
 // s. Addresses are those of the TCP peer: behind a reverse proxy that is
 // the proxy.
 func (s *source) allowed(remoteAddr string) bool {
-	if len(s.cfg.AllowIPs) == 0 {
+	if len(s.allow) == 0 {
 		return true
 	}
 	var addr netip.Addr
@@ -59,7 +70,7 @@ func (s *source) allowed(remoteAddr string) bool {
 		return false
 	}
 	addr = addr.Unmap().WithZone("")
-	for _, p := range s.cfg.AllowIPs {
+	for _, p := range s.allow {
 		if p.Contains(addr) {
 			return true
 		}

@@ -28,9 +28,18 @@ func TestSourceAllowed(t *testing.T) {
 			t.Errorf("allowed(%q) = %v, want %v", addr, got, want)
 		}
 	}
-	open := newSources([]SourceConfig{{Name: "o"}})["o"]
-	if !open.allowed("garbage") {
-		t.Error("a source without allow_ips refused a peer")
+	open := newSources([]SourceConfig{{Name: "o", Provider: ProviderTilled}})["o"]
+	if !open.allowed("198.51.100.1:443") {
+		t.Error("a signed source without allow_ips refused a peer")
+	}
+	// "none" without allow_ips: loopback peers only, whatever listener
+	// the request came through.
+	none := newSources([]SourceConfig{{Name: "n", Provider: ProviderNone}})["n"]
+	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "127.8.0.1:5000": true, "[::1]:5000": true, "[::ffff:127.0.0.1]:5000": true,
+		"198.51.100.1:443": false, "[2001:db8::1]:443": false} {
+		if got := none.allowed(addr); got != want {
+			t.Errorf("none: allowed(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }
 
