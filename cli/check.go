@@ -45,8 +45,8 @@ func (c *CheckCommand) Run(_ context.Context, args []string) error {
 		fmt.Fprintln(c.Stderr, err)
 		return ErrReported
 	}
-	fmt.Fprintf(c.Stdout, "%s: ok: listen %s, data_dir %s, %d publisher(s), %d hook(s), %s\n",
-		*path, cfg.Server.Listen, cfg.Server.DataDir, len(cfg.Publishers), len(cfg.Hooks), tlsSummary(cfg.TLS))
+	fmt.Fprintf(c.Stdout, "%s: ok: listen %s, data_dir %s, %d publisher(s), %d source(s), %d hook(s), %s\n",
+		*path, cfg.Server.Listen, cfg.Server.DataDir, len(cfg.Publishers), len(cfg.Sources), len(cfg.Hooks), tlsSummary(cfg.TLS))
 	return nil
 }
 

@@ -26,7 +26,7 @@ func TestCheckCommand(t *testing.T) {
 	if err := c.Run(context.Background(), []string{"-config", good}); err != nil {
 		t.Fatalf("good config: %v (%s)", err, errOut.String())
 	}
-	if !strings.Contains(out.String(), good+": ok: listen 127.0.0.1:9999") || !strings.Contains(out.String(), "1 hook(s)") {
+	if !strings.Contains(out.String(), good+": ok: listen 127.0.0.1:9999") || !strings.Contains(out.String(), "0 source(s), 1 hook(s)") {
 		t.Fatalf("summary = %q", out.String())
 	}
 

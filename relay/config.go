@@ -19,6 +19,8 @@ type Config struct {
 	TLS        TLSConfig
 	Publishers []PublisherConfig
 	Hooks      []HookConfig
+	// Sources are the providers that POST to /in/{name}.
+	Sources []SourceConfig
 }
 
 // ServerConfig is the [server] table.
@@ -31,7 +33,8 @@ type ServerConfig struct {
 	DataDir string
 	// MaxBody is the largest request body accepted, in bytes.
 	MaxBody int64
-	// DedupWindow is how long a (publisher, id) pair is remembered.
+	// DedupWindow is how long a (publisher, id) or (source, provider
+	// event id) pair is remembered.
 	DedupWindow time.Duration
 	// ShutdownTimeout bounds how long a stop waits for in-flight requests
 	// and deliveries before it gives up on them. What is given up on is
@@ -51,6 +54,12 @@ const (
 	SignatureStandardWebhooks = "standard-webhooks"
 	SignatureHMACSHA256       = "hmac-sha256"
 	SignatureNone             = "none"
+	// SignatureTilled sends tilled-signature: t=<unix ms>,v1=<hex
+	// HMAC-SHA256(secret, t.body)>, one v1 per secret.
+	SignatureTilled = "tilled"
+	// SignatureStripe sends Stripe-Signature: t=<unix s>,v1=<hex
+	// HMAC-SHA256(secret, t.body)>, one v1 per secret.
+	SignatureStripe = "stripe"
 )
 
 // Outbound authentication types.
@@ -72,7 +81,8 @@ type HookConfig struct {
 	// Secrets are the signing secrets, newest first. For
 	// standard-webhooks each is a "whsec_" + base64 string and
 	// SigningKeys holds the decoded keys; for hmac-sha256 there is one
-	// secret and its key is the secret's bytes as written.
+	// secret and its key is the secret's bytes as written; for tilled and
+	// stripe each key is its secret's bytes as written.
 	Secrets     []string
 	SigningKeys [][]byte
 	// Signature is one of the Signature* constants.
@@ -88,6 +98,13 @@ type HookConfig struct {
 	Timeout time.Duration
 	// Concurrency is the most attempts in flight to this hook at once.
 	Concurrency int
+	// Sources limits the hook to events from these origins, written as
+	// Event.Source values ("source:tilled", "publisher:pos"); empty means
+	// every source and publisher.
+	Sources []string
+	// Match holds payload filters: an event is delivered to the hook only
+	// when every rule holds for its delivered body.
+	Match []MatchRule
 }
 
 // AuthConfig is a hook's outbound authentication.

@@ -162,6 +162,9 @@ type loader struct {
 	lookupEnv func(string) (string, bool)
 	lines     keyLines
 	errs      []FieldError
+	// origins are the Event.Source values of the configured sources and
+	// publishers, which hooks' sources filters may name.
+	origins map[string]bool
 }
 
 func (l *loader) fail(field, format string, args ...any) {
@@ -558,7 +561,7 @@ func (l *loader) config(root map[string]any) *Config {
 		DedupWindow:     DefaultDedupWindow,
 		ShutdownTimeout: DefaultShutdownTimeout,
 	}}
-	t := l.table("", root, "server", "tls", "publisher", "hook")
+	t := l.table("", root, "server", "tls", "publisher", "source", "hook")
 	if v, f, ok := t.get("server"); ok {
 		if m, ok := l.subtable(f, v, "a [server] table"); ok {
 			l.server(f, m, &cfg.Server)
@@ -569,6 +572,11 @@ func (l *loader) config(root map[string]any) *Config {
 		ms, _ := l.tables(f, v)
 		l.publishers(f, ms, cfg)
 	}
+	if v, f, ok := t.get("source"); ok {
+		ms, _ := l.tables(f, v)
+		l.sources(f, ms, cfg)
+	}
+	l.origins = origins(cfg)
 	if v, f, ok := t.get("hook"); ok {
 		ms, _ := l.tables(f, v)
 		seen := map[string]int{}
@@ -697,7 +705,8 @@ func (l *loader) hook(field string, m map[string]any) HookConfig {
 		Concurrency: DefaultConcurrency,
 		Auth:        AuthConfig{Type: AuthNone},
 	}
-	t := l.table(field, m, "name", "url", "events", "secret", "signature", "auth", "headers", "retry", "timeout", "concurrency")
+	t := l.table(field, m, "name", "url", "events", "secret", "signature", "auth", "headers", "retry", "timeout", "concurrency",
+		"sources", "match", "forward_headers")
 	h.Name, _ = l.name(t, field)
 
 	if v, f, ok := t.get("url"); !ok {
@@ -743,6 +752,7 @@ func (l *loader) hook(field string, m map[string]any) HookConfig {
 			h.Concurrency = n
 		}
 	}
+	l.hookFilters(t, &h)
 	t.done()
 	return h
 }
@@ -806,6 +816,9 @@ func (l *loader) events(field string, v any) []string {
 	return out
 }
 
+// signatureChoices lists the outbound signature schemes for messages.
+const signatureChoices = `"standard-webhooks", "hmac-sha256", "tilled", "stripe" or "none"`
+
 // signing reads "secret" and "signature" and checks that they fit together.
 func (l *loader) signing(t *table, h *HookConfig) {
 	// secrets[i] is "" where resolution failed (already reported).
@@ -834,15 +847,15 @@ func (l *loader) signing(t *table, h *HookConfig) {
 	}
 	gv, gf, hasSig := t.get("signature")
 	if hasSig {
-		s, ok := l.str(gf, gv, `"standard-webhooks", "hmac-sha256" or "none"`)
+		s, ok := l.str(gf, gv, signatureChoices)
 		if !ok {
 			return
 		}
 		switch s {
-		case SignatureStandardWebhooks, SignatureHMACSHA256, SignatureNone:
+		case SignatureStandardWebhooks, SignatureHMACSHA256, SignatureTilled, SignatureStripe, SignatureNone:
 			sig = s
 		default:
-			l.fail(gf, `unknown signature %q: use "standard-webhooks", "hmac-sha256" or "none"`, s)
+			l.fail(gf, `unknown signature %q: use %s`, s, signatureChoices)
 			return
 		}
 	}
@@ -883,6 +896,16 @@ func (l *loader) signing(t *table, h *HookConfig) {
 			ok = false
 		} else {
 			h.SigningKeys = [][]byte{[]byte(s)}
+		}
+	case SignatureTilled, SignatureStripe:
+		// The receiver's library uses the secret string as the key.
+		for i, s := range secrets {
+			if s != "" && len(s) < minHMACSecretLen {
+				l.fail(fields[i], "%s secret is %d bytes long: use at least %d", sig, len(s), minHMACSecretLen)
+				ok = false
+				continue
+			}
+			h.SigningKeys = append(h.SigningKeys, []byte(s))
 		}
 	}
 	if ok {
@@ -1007,7 +1030,7 @@ func (l *loader) headers(field string, m map[string]any) map[string]string {
 		case lower == "content-type" || lower == "content-length" || lower == "host" || lower == "user-agent":
 			l.fail(f, "reserved header: hookrelay sets %s itself", name)
 			continue
-		case strings.HasPrefix(lower, "webhook-") || lower == "x-signature":
+		case strings.HasPrefix(lower, "webhook-") || lower == "x-signature" || lower == "tilled-signature" || lower == "stripe-signature":
 			l.fail(f, "reserved header: hookrelay sets %s to sign deliveries; choose another name", name)
 			continue
 		}

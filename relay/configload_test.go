@@ -72,10 +72,10 @@ max_body =
 			toml: `[server]
 listen = "127.0.0.1:8080"
 
-[source]
+[sink]
 name = "x"
 `,
-			want: []string{`hookrelay.toml:4: source: unknown key: valid keys here are server, tls, publisher, hook`},
+			want: []string{`hookrelay.toml:4: sink: unknown key: valid keys here are server, tls, publisher, source, hook`},
 		},
 		{
 			name: "unknown top-level key",
@@ -395,7 +395,7 @@ events = ["*"]
 secret = "` + whsec(32) + `"
 signature = "sha1"
 `,
-			want: []string{`hookrelay.toml:6: hook[0].signature: unknown signature "sha1": use "standard-webhooks", "hmac-sha256" or "none"`},
+			want: []string{`hookrelay.toml:6: hook[0].signature: unknown signature "sha1": use "standard-webhooks", "hmac-sha256", "tilled", "stripe" or "none"`},
 		},
 		{
 			name: "env secret unset",
@@ -750,6 +750,7 @@ func TestLoadExampleConfig(t *testing.T) {
 	t.Setenv("INVENTORY_HMAC_SECRET", "inventory-hmac-secret")
 	t.Setenv("INVENTORY_API_KEY", "inventory-api-key")
 	t.Setenv("INVENTORY_TOKEN", "inventory-token")
+	setExampleSourceEnv(t)
 
 	cfg, err := Load("../config.example.toml")
 	if err != nil {
@@ -762,8 +763,8 @@ func TestLoadExampleConfig(t *testing.T) {
 		t.Errorf("publishers: got %+v", cfg.Publishers)
 	}
 	crm, inv := cfg.Hook("crm"), cfg.Hook("inventory")
-	if crm == nil || inv == nil || len(cfg.Hooks) != 2 {
-		t.Fatalf("hooks: got %+v, want crm and inventory", cfg.Hooks)
+	if crm == nil || inv == nil || len(cfg.Hooks) != 4 {
+		t.Fatalf("hooks: got %+v, want crm, inventory, partner-app and treasury", cfg.Hooks)
 	}
 	if crm.Signature != SignatureStandardWebhooks || crm.Auth != (AuthConfig{Type: AuthBasic, Username: "hookrelay", Password: "crm-password"}) {
 		t.Errorf("crm: got signature %q auth %+v", crm.Signature, crm.Auth)

@@ -382,6 +382,7 @@ func TestLoadKeyPair(t *testing.T) {
 // TestExampleConfigTLS loads config.example.toml with its commented [tls]
 // section switched on, as its comment says to do.
 func TestExampleConfigTLS(t *testing.T) {
+	setExampleSourceEnv(t)
 	t.Setenv("POS_TOKEN", "pos-token-0123456789")
 	t.Setenv("CRM_PASSWORD", "crm-password")
 	t.Setenv("INVENTORY_HMAC_SECRET", "inventory-hmac-secret")

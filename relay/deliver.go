@@ -130,6 +130,10 @@ func (dl *deliverer) sign(req *http.Request, d Delivery, at time.Time) {
 		h.Set(HeaderWebhookSignature, SignStandard(dl.hook.SigningKeys, d.Event.ID, ts, d.Event.Body))
 	case SignatureHMACSHA256:
 		h.Set(HeaderSignature, SignHMACSHA256(dl.hook.SigningKeys[0], d.Event.Body))
+	case SignatureTilled:
+		h.Set(HeaderTilledSignature, SignTimestamped(dl.hook.SigningKeys, at.UnixMilli(), d.Event.Body))
+	case SignatureStripe:
+		h.Set(HeaderStripeSignature, SignTimestamped(dl.hook.SigningKeys, ts, d.Event.Body))
 	}
 	switch dl.hook.Auth.Type {
 	case AuthBasic:

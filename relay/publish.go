@@ -44,7 +44,7 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 	now := r.now()
 	source := "publisher:" + publisher
 	ev := Event{Source: source, Type: in.typ, Received: now}
-	areq := AppendRequest{Hooks: r.router.route(in.typ)}
+	var areq AppendRequest
 	if in.id != "" {
 		ev.ID = in.id
 		areq.DedupKey = source + "\x00" + in.id
@@ -54,6 +54,7 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 	}
 	ev.Body = deliveryBody(ev.ID, ev.Type, now, in.data)
 	areq.Event = ev
+	areq.Hooks = r.router.routeEvent(source, in.typ, ev.Body)
 
 	res, err := r.store.Append(req.Context(), areq)
 	if err != nil {

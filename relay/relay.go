@@ -57,6 +57,7 @@ type Relay struct {
 
 	router     *router
 	publishers map[[sha256.Size]byte]string
+	sources    map[string]*source
 	sched      *scheduler
 	health     []HealthCheck
 
@@ -87,6 +88,7 @@ func New(cfg *Config, st Store, opts Options) (*Relay, error) {
 		router:     newRouter(cfg.Hooks),
 		publishers: make(map[[sha256.Size]byte]string, len(cfg.Publishers)),
 		health:     opts.Health,
+		sources:    newSources(cfg.Sources),
 	}
 	for _, p := range cfg.Publishers {
 		// Tokens are looked up by digest so that the lookup's timing says
@@ -178,8 +180,4 @@ func (r *Relay) handleHealth(w http.ResponseWriter, _ *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, body)
 	}
-}
-
-func (r *Relay) handleInbound(w http.ResponseWriter, req *http.Request) {
-	writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", req.PathValue("source")))
 }

@@ -1,6 +1,9 @@
 package relay
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // matchGlob reports whether name matches pattern, where '*' matches any run
 // of characters (including none and including dots) and every other byte
@@ -36,6 +39,10 @@ func matchGlob(pattern, name string) bool {
 // cannot grow memory without limit.
 type router struct {
 	hooks []routeHook
+	// byName indexes hooks; filtered is set when any hook has a sources
+	// or match filter, which routeEvent applies after the type.
+	byName   map[string]int
+	filtered bool
 
 	mu    sync.RWMutex
 	cache map[string][]string
@@ -44,14 +51,18 @@ type router struct {
 type routeHook struct {
 	name     string
 	patterns []string
+	sources  []string
+	match    []MatchRule
 }
 
 const routeCacheMax = 4096
 
 func newRouter(hooks []HookConfig) *router {
-	r := &router{cache: make(map[string][]string)}
-	for _, h := range hooks {
-		r.hooks = append(r.hooks, routeHook{name: h.Name, patterns: h.Events})
+	r := &router{cache: make(map[string][]string), byName: make(map[string]int, len(hooks))}
+	for i, h := range hooks {
+		r.hooks = append(r.hooks, routeHook{name: h.Name, patterns: h.Events, sources: h.Sources, match: h.Match})
+		r.byName[h.Name] = i
+		r.filtered = r.filtered || len(h.Sources) > 0 || len(h.Match) > 0
 	}
 	return r
 }
@@ -86,4 +97,51 @@ func (r *router) match(eventType string) []string {
 		}
 	}
 	return names
+}
+
+// routeEvent returns the hooks that receive an event of eventType from
+// origin (an Event.Source value) whose delivered body is body: those
+// subscribed to the type whose sources and match filters accept it. body
+// must be valid JSON when any hook has a match filter. Without filters it
+// is route; the returned slice must not be modified.
+func (r *router) routeEvent(origin, eventType string, body []byte) []string {
+	names := r.route(eventType)
+	if !r.filtered {
+		return names
+	}
+	var out []string
+	for i, name := range names {
+		if r.hooks[r.byName[name]].accepts(origin, body) {
+			if out != nil {
+				out = append(out, name)
+			}
+			continue
+		}
+		if out == nil {
+			out = make([]string, i, len(names))
+			copy(out, names[:i])
+		}
+	}
+	if out == nil {
+		return names
+	}
+	return out
+}
+
+// accepts reports whether the hook's sources and match filters let an
+// event through.
+func (h *routeHook) accepts(origin string, body []byte) bool {
+	if len(h.sources) > 0 && !slices.Contains(h.sources, origin) {
+		return false
+	}
+	for _, rule := range h.match {
+		raw, ok := lookupPath(body, rule.Path)
+		if !ok {
+			return false
+		}
+		if !slices.ContainsFunc(rule.Values, func(v any) bool { return matchesValue(raw, v) }) {
+			return false
+		}
+	}
+	return true
 }
