@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,47 +143,72 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	p := progress{w: cfg.Progress}
 	defer p.done()
 
-	p.say("disk: fdatasync rate")
-	if res.FsyncPerSec, err = fsyncRate(root, 2*time.Second); err != nil {
+	// Each phase runs under a pprof label, so a CPU profile of the run
+	// splits by phase: go tool pprof -tagfocus=phase=ingest.
+	phase := func(name string, fn func(ctx context.Context) error) error {
+		p.say(name)
+		var err error
+		pprof.Do(ctx, pprof.Labels("phase", name), func(ctx context.Context) { err = fn(ctx) })
+		return err
+	}
+	if err := phase("fdatasync", func(context.Context) (err error) {
+		res.FsyncPerSec, err = fsyncRate(root, 2*time.Second)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	p.say("loopback HTTP ceiling")
-	if res.HTTPCeilingPerS, res.HTTPCeilingCPU, err = httpCeiling(ctx, cfg, &p); err != nil {
+	if err := phase("ceiling", func(ctx context.Context) (err error) {
+		res.HTTPCeilingPerS, res.HTTPCeilingCPU, err = httpCeiling(ctx, cfg, &p)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	p.say("ingest")
-	if res.Ingest, err = ingest(ctx, cfg, filepath.Join(root, "ingest"), &p); err != nil {
+	if err := phase("ingest", func(ctx context.Context) (err error) {
+		res.Ingest, err = ingest(ctx, cfg, filepath.Join(root, "ingest"), &p)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	p.say("log commits back to back")
-	batch := max(int(res.Ingest.EventsPerCommit+0.5), 1)
-	if res.LogCommitsPerS, err = store.LogCommitRate(filepath.Join(root, "log"), batch, cfg.Size, cfg.Hooks, 2*time.Second); err != nil {
+	if err := phase("log commits back to back", func(context.Context) (err error) {
+		batch := max(int(res.Ingest.EventsPerCommit+0.5), 1)
+		res.LogCommitsPerS, err = store.LogCommitRate(filepath.Join(root, "log"), batch, cfg.Size, cfg.Hooks, 2*time.Second)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	p.say("bbolt commits back to back")
-	batch = max(int(res.Ingest.EventsPerCopy+0.5), 1)
-	if res.BoltCommitsPerS, err = boltCommitRate(filepath.Join(root, "bolt"), batch, cfg.Size, cfg.Hooks, 2*time.Second); err != nil {
+	if err := phase("bbolt commits back to back", func(context.Context) (err error) {
+		batch := max(int(res.Ingest.EventsPerCopy+0.5), 1)
+		res.BoltCommitsPerS, err = boltCommitRate(filepath.Join(root, "bolt"), batch, cfg.Size, cfg.Hooks, 2*time.Second)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	p.say("end to end")
-	if res.EndToEnd, err = endToEnd(ctx, cfg, filepath.Join(root, "e2e"), &p); err != nil {
+	if err := phase("end to end", func(ctx context.Context) (err error) {
+		res.EndToEnd, err = endToEnd(ctx, cfg, filepath.Join(root, "e2e"), &p)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	if cfg.Backlog > 0 {
-		// The baseline is the same drain on a queue a hundredth the size.
-		small := cfg
-		small.Backlog = max(cfg.Backlog/100, 2000)
-		base, err := backlog(ctx, small, filepath.Join(root, "backlog-small"), 0, &p)
-		if err != nil {
+		if err := phase("backlog", func(ctx context.Context) error {
+			// The baseline is the same drain on a queue a hundredth the size.
+			small := cfg
+			small.Backlog = max(cfg.Backlog/100, 2000)
+			base, err := backlog(ctx, small, filepath.Join(root, "backlog-small"), 0, &p)
+			if err != nil {
+				return err
+			}
+			b, err := backlog(ctx, cfg, filepath.Join(root, "backlog"), base.DrainPerSec, &p)
+			if err != nil {
+				return err
+			}
+			b.SmallQueue = base.Queued
+			b.SmallDrainPerSec = base.DrainPerSec
+			res.Backlog = b
+			return nil
+		}); err != nil {
 			return nil, err
 		}
-		b, err := backlog(ctx, cfg, filepath.Join(root, "backlog"), base.DrainPerSec, &p)
-		if err != nil {
-			return nil, err
-		}
-		b.SmallQueue = base.Queued
-		b.SmallDrainPerSec = base.DrainPerSec
-		res.Backlog = b
 	}
 	res.IngestVsCeiling = ratio(res.Ingest.EventsPerSec, res.HTTPCeilingPerS)
 	res.CommitsVsFsync = ratio(res.Ingest.CommitsPerSec, res.FsyncPerSec)

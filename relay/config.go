@@ -105,6 +105,9 @@ type HookConfig struct {
 	// Match holds payload filters: an event is delivered to the hook only
 	// when every rule holds for its delivered body.
 	Match []MatchRule
+	// ForwardHeaders are the canonical names of a source's request
+	// headers sent on with this hook's deliveries.
+	ForwardHeaders []string
 }
 
 // AuthConfig is a hook's outbound authentication.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,6 +121,13 @@ func (dl *deliverer) do(ctx context.Context, d Delivery, now func() time.Time) a
 // and timestamp, the signature, authentication and custom headers.
 func (dl *deliverer) sign(req *http.Request, d Delivery, at time.Time) {
 	h := req.Header
+	// Forwarded first: the relay's own headers below take precedence
+	// (the configuration refuses names that collide).
+	for _, fh := range d.Event.Headers {
+		if slices.Contains(dl.hook.ForwardHeaders, fh.Name) {
+			h[fh.Name] = append(h[fh.Name], fh.Value)
+		}
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", dl.ua)
 	ts := at.Unix()

@@ -212,7 +212,7 @@ func (r *Relay) handleInbound(w http.ResponseWriter, req *http.Request) {
 
 	reqs := make([]AppendRequest, len(events))
 	for i, e := range events {
-		reqs[i] = r.inboundRequest(src, e, now)
+		reqs[i] = r.inboundRequest(src, e, req.Header, now)
 	}
 	results, err := r.appendAll(req.Context(), reqs)
 	if err != nil {
@@ -241,8 +241,13 @@ func (r *Relay) handleInbound(w http.ResponseWriter, req *http.Request) {
 }
 
 // inboundRequest builds the store request of one verified event.
-func (r *Relay) inboundRequest(src *source, e inboundEvent, now time.Time) AppendRequest {
+func (r *Relay) inboundRequest(src *source, e inboundEvent, h http.Header, now time.Time) AppendRequest {
 	ev := Event{Source: src.origin, Type: e.typ, Received: now, Body: e.body}
+	for _, name := range r.forward {
+		for _, v := range h[name] {
+			ev.Headers = append(ev.Headers, Header{Name: name, Value: v})
+		}
+	}
 	areq := AppendRequest{Hooks: r.router.routeEvent(src.origin, e.typ, e.body)}
 	if e.id != "" {
 		key := e.id

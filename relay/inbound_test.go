@@ -15,6 +15,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -599,5 +600,71 @@ func TestInboundStoreFailureAnswers503(t *testing.T) {
 	status, out := n.postIn("tilled", tilledHeaders(tilledSecret, body, time.Now()), body)
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("closed store: %d %v", status, out)
+	}
+}
+
+func TestInboundForwardHeaders(t *testing.T) {
+	dir := t.TempDir()
+	// The first attempt to "app" fails, so its retry is made after a
+	// restart, from what the store kept.
+	app := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return false
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	})
+	other := newReceiver(t, nil)
+	cfg := fmt.Sprintf(`
+[[source]]
+name = "tilled"
+provider = "tilled"
+secret = %q
+
+[[hook]]
+name = "app"
+url = %q
+events = ["*"]
+secret = %q
+forward_headers = ["Tilled-Signature", "X-Request-Id"]
+retry = ["500ms"]
+
+[[hook]]
+name = "other"
+url = %q
+events = ["*"]
+`, tilledSecret, app.srv.URL, testSecret, other.srv.URL)
+	n := startRelay(t, dir, cfg)
+	body := []byte(`{"id":"evt_fwd","type":"charge.succeeded","account_id":"acct_1"}`)
+	h := tilledHeaders(tilledSecret, body, time.Now())
+	h.Add("X-Request-Id", "req-1")
+	h.Add("X-Request-Id", "req-2")
+	h.Set("X-Not-Asked", "secret-ish")
+	if status, out := n.postIn("tilled", h, body); status != http.StatusOK {
+		t.Fatalf("answer %d %v", status, out)
+	}
+	waitFor(t, "first attempt", 10*time.Second, func() bool { return len(app.requests()) == 1 && other.delivered() == 1 })
+	n.stop()
+	n = startRelay(t, dir, cfg)
+	waitFor(t, "retry after restart", 10*time.Second, func() bool { return app.delivered() == 1 })
+
+	for i, got := range app.requests() {
+		if v := got.header.Get("Tilled-Signature"); v != h.Get("Tilled-Signature") {
+			t.Errorf("attempt %d: Tilled-Signature = %q, want the provider's %q", i+1, v, h.Get("Tilled-Signature"))
+		}
+		if v := got.header.Values("X-Request-Id"); !slices.Equal(v, []string{"req-1", "req-2"}) {
+			t.Errorf("attempt %d: X-Request-Id = %q", i+1, v)
+		}
+		if v := got.header.Get("X-Not-Asked"); v != "" {
+			t.Errorf("attempt %d: a header not in forward_headers was forwarded", i+1)
+		}
+		key, _ := relay.DecodeStandardSecret(testSecret)
+		if err := relay.VerifyStandard([][]byte{key}, got.header, got.body, time.Now(), time.Minute); err != nil {
+			t.Errorf("attempt %d: the relay's own signature does not verify: %v", i+1, err)
+		}
+	}
+	if got := other.requests()[0].header; got.Get("Tilled-Signature") != "" || got.Get("X-Request-Id") != "" {
+		t.Errorf("a hook without forward_headers got the provider's headers: %v", got)
 	}
 }

@@ -58,7 +58,10 @@ type Relay struct {
 	router     *router
 	publishers map[[sha256.Size]byte]string
 	sources    map[string]*source
-	sched      *scheduler
+	// forward are the request headers some hook forwards: the ones kept
+	// with inbound events.
+	forward []string
+	sched   *scheduler
 	health     []HealthCheck
 
 	ready    atomic.Bool
@@ -89,6 +92,13 @@ func New(cfg *Config, st Store, opts Options) (*Relay, error) {
 		publishers: make(map[[sha256.Size]byte]string, len(cfg.Publishers)),
 		health:     opts.Health,
 		sources:    newSources(cfg.Sources),
+	}
+	for _, h := range cfg.Hooks {
+		for _, name := range h.ForwardHeaders {
+			if !slices.Contains(r.forward, name) {
+				r.forward = append(r.forward, name)
+			}
+		}
 	}
 	for _, p := range cfg.Publishers {
 		// Tokens are looked up by digest so that the lookup's timing says

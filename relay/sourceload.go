@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/textproto"
 	"slices"
 	"sort"
 	"strings"
@@ -440,9 +441,86 @@ func (l *loader) hookFilters(t *table, h *HookConfig) {
 			h.Match = l.matchRules(f, m)
 		}
 	}
-	if _, f, ok := t.get("forward_headers"); ok {
-		l.fail(f, "not supported: provider headers are not stored with events, so they cannot be forwarded; remove the key (deliveries carry the relay's own webhook-id and signature headers)")
+	if v, f, ok := t.get("forward_headers"); ok {
+		h.ForwardHeaders = l.forwardHeaders(f, v, h)
 	}
+}
+
+// forwardHeaders reads the names of a source's request headers that a
+// hook's deliveries carry on. Headers that describe the request itself,
+// carry the sender's credentials, or that the relay sets for this hook
+// are refused.
+func (l *loader) forwardHeaders(field string, v any, h *HookConfig) []string {
+	a, ok := l.array(field, v, `an array of header names such as ["Tilled-Signature"]`)
+	if !ok {
+		return nil
+	}
+	own := map[string]bool{}
+	switch h.Signature {
+	case SignatureStandardWebhooks:
+		own[HeaderWebhookSignature] = true
+	case SignatureHMACSHA256:
+		own[HeaderSignature] = true
+	case SignatureTilled:
+		own[HeaderTilledSignature] = true
+	case SignatureStripe:
+		own[HeaderStripeSignature] = true
+	}
+	for name := range h.Headers {
+		own[name] = true
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i, e := range a {
+		f := indexField(field, i)
+		name, ok := l.str(f, e, "a header name")
+		if !ok {
+			continue
+		}
+		if !validHeaderName(name) {
+			l.fail(f, "invalid header name %q: use letters, digits and !#$%%&'*+-.^_`|~", name)
+			continue
+		}
+		canon := textproto.CanonicalMIMEHeaderKey(name)
+		lower := strings.ToLower(name)
+		switch {
+		case hopByHop[lower] || lower == "content-length" || lower == "content-type" || lower == "content-encoding" ||
+			lower == "host" || lower == "user-agent":
+			l.fail(f, "%s describes the request it came with and is not forwarded", canon)
+			continue
+		case lower == "authorization" || lower == "cookie" || lower == "proxy-authorization":
+			l.fail(f, "%s carries the sender's credentials for hookrelay and is never forwarded", canon)
+			continue
+		case strings.HasPrefix(lower, "webhook-"):
+			l.fail(f, "hookrelay sets the webhook-* headers of every delivery itself; a receiver finds the provider's id in webhook-id")
+			continue
+		case ownHeader(own, canon):
+			l.fail(f, "hookrelay sets %s on this hook's deliveries (its signature or headers); forward another header or change those", canon)
+			continue
+		case seen[canon]:
+			l.fail(f, "duplicate header %s: header names are case-insensitive", canon)
+			continue
+		}
+		seen[canon] = true
+		out = append(out, canon)
+	}
+	return out
+}
+
+func ownHeader(own map[string]bool, canon string) bool {
+	for name := range own {
+		if strings.EqualFold(name, canon) {
+			return true
+		}
+	}
+	return false
+}
+
+// hopByHop are the headers of one connection, never forwarded
+// (RFC 9110, 7.6.1).
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true,
+	"trailer": true, "transfer-encoding": true, "upgrade": true,
 }
 
 // hookSources reads a hook's sources filter: source names, or

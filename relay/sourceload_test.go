@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -391,7 +393,6 @@ url = "https://a.internal/"
 events = ["*"]
 sources = ["tilled", "sfpy", "publisher:shop", "source:tilled"]
 match = { "account_id" = [], "amount" = 1.5, "a..b" = "x", data = { id = "x" }, "data.id" = "y", empty = {} }
-forward_headers = ["tilled-signature"]
 
 [[hook]]
 name = "b"
@@ -408,9 +409,8 @@ match = {}
 			`hookrelay.toml:15: hook[0].match.amount: expected a string, integer or boolean, or a list of them`,
 			`hookrelay.toml:15: hook[0].match."data.id": path "data.id" is also written at hook[0].match.data.id`,
 			`hookrelay.toml:15: hook[0].match.empty: empty table`,
-			`hookrelay.toml:16: hook[0].forward_headers: not supported: provider headers are not stored with events`,
-			`hookrelay.toml:22: hook[1].sources: empty: list source names`,
-			`hookrelay.toml:23: hook[1].match: empty: add a rule`,
+			`hookrelay.toml:21: hook[1].sources: empty: list source names`,
+			`hookrelay.toml:22: hook[1].match: empty: add a rule`,
 		}},
 	}
 	for _, tt := range tests {
@@ -477,5 +477,59 @@ func TestLoadExampleSources(t *testing.T) {
 	}
 	if h := cfg.Hook("crm"); h == nil || !reflect.DeepEqual(h.Sources, []string{"source:billing", "publisher:pos"}) {
 		t.Errorf("crm: %+v", h)
+	}
+}
+
+func TestLoadForwardHeaders(t *testing.T) {
+	head := `[server]
+listen = "127.0.0.1:8080"
+
+[[source]]
+name = "tilled"
+provider = "tilled"
+secret = "tilled-endpoint-secret"
+
+[[hook]]
+name = "a"
+url = "https://a.internal/"
+events = ["*"]
+`
+	cfg, err := LoadBytes("hookrelay.toml", []byte(head+`secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+forward_headers = ["tilled-signature", "X-Request-Id", "x-tilled-account"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Hooks[0].ForwardHeaders, []string{"Tilled-Signature", "X-Request-Id", "X-Tilled-Account"}; !slices.Equal(got, want) {
+		t.Fatalf("forward headers = %q, want %q", got, want)
+	}
+
+	_, err = LoadBytes("hookrelay.toml", []byte(head+`signature = "tilled"
+secret = "outbound-secret-0123456789"
+headers = { X-Tenant = "shop" }
+forward_headers = ["Tilled-Signature", "x-tenant", "Authorization", "Connection", "Content-Length", "webhook-id", "bad name", 7, "X-A", "x-a"]
+`))
+	want := []string{
+		`hookrelay.toml:16: hook[0].forward_headers[0]: hookrelay sets Tilled-Signature on this hook's deliveries`,
+		`hookrelay.toml:16: hook[0].forward_headers[1]: hookrelay sets X-Tenant on this hook's deliveries`,
+		`hookrelay.toml:16: hook[0].forward_headers[2]: Authorization carries the sender's credentials`,
+		`hookrelay.toml:16: hook[0].forward_headers[3]: Connection describes the request`,
+		`hookrelay.toml:16: hook[0].forward_headers[4]: Content-Length describes the request`,
+		`hookrelay.toml:16: hook[0].forward_headers[5]: hookrelay sets the webhook-* headers`,
+		`hookrelay.toml:16: hook[0].forward_headers[6]: invalid header name "bad name"`,
+		`hookrelay.toml:16: hook[0].forward_headers[7]: expected a header name, got`,
+		`hookrelay.toml:16: hook[0].forward_headers[9]: duplicate header X-A`,
+	}
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%s", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("error %d = %q\nwant prefix %q", i, lines[i], w)
+		}
 	}
 }

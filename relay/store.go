@@ -69,8 +69,17 @@ type Event struct {
 	Source   string
 	Type     string
 	Received time.Time
+	// Headers are the sender's request headers kept for hooks that
+	// forward them (forward_headers), in the order received; names are
+	// canonical (textproto.CanonicalMIMEHeaderKey).
+	Headers []Header
 	// Body is the exact payload delivered to every hook.
 	Body []byte
+}
+
+// Header is one request header kept with an event.
+type Header struct {
+	Name, Value string
 }
 
 // AppendRequest is one event to store with its deliveries.

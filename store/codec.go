@@ -13,7 +13,12 @@ import (
 // schema can evolve in place. Integers are big-endian in keys (so cursor
 // order is numeric order) and varints in values (so values stay small).
 
-const recordV1 = 1
+const (
+	recordV1 = 1
+	// recordV2 is an event record with the sender's forwarded headers;
+	// events written before it are read as having none.
+	recordV2 = 2
+)
 
 var errCorrupt = errors.New("corrupt record")
 
@@ -146,15 +151,19 @@ func appendString(b []byte, v string) []byte {
 }
 
 // eventRecord: version, received, hooks (count, then each name), id,
-// source, type, body. The hooks are the event's deliveries in order: the
+// source, type, headers (count, then name and value of each; version 2
+// only), body. The hooks are the event's deliveries in order: the
 // delivery to hooks[i] has task id taskID(seq, i).
 func encodeEvent(e *relay.Event, hooks []string) []byte {
-	size := 1 + 3*binary.MaxVarintLen64 + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Body) + 8
+	size := 1 + 4*binary.MaxVarintLen64 + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Body) + 8
 	for _, h := range hooks {
 		size += len(h) + 2
 	}
+	for _, h := range e.Headers {
+		size += len(h.Name) + len(h.Value) + 4
+	}
 	b := make([]byte, 0, size)
-	b = append(b, recordV1)
+	b = append(b, recordV2)
 	b = binary.AppendVarint(b, e.Received.UnixNano())
 	b = binary.AppendUvarint(b, uint64(len(hooks)))
 	for _, h := range hooks {
@@ -163,14 +172,24 @@ func encodeEvent(e *relay.Event, hooks []string) []byte {
 	b = appendString(b, e.ID)
 	b = appendString(b, e.Source)
 	b = appendString(b, e.Type)
+	b = binary.AppendUvarint(b, uint64(len(e.Headers)))
+	for _, h := range e.Headers {
+		b = appendString(b, h.Name)
+		b = appendString(b, h.Value)
+	}
 	return append(b, e.Body...)
 }
+
+// maxHeaders bounds the header count of an event record, so a corrupt
+// count is recognised before allocating.
+const maxHeaders = 1 << 12
 
 // decodeEvent copies everything out of v, which may be bbolt memory. The
 // hook names are decoded only when wantHooks is set.
 func decodeEvent(v []byte, wantHooks bool) (e relay.Event, hooks []string, err error) {
 	r := reader{b: v}
-	if ver := r.byte(); r.err == nil && ver != recordV1 {
+	ver := r.byte()
+	if r.err == nil && ver != recordV1 && ver != recordV2 {
 		return e, nil, fmt.Errorf("event record version %d: %w", ver, errCorrupt)
 	}
 	e.Received = time.Unix(0, r.varint())
@@ -190,6 +209,15 @@ func decodeEvent(v []byte, wantHooks bool) (e relay.Event, hooks []string, err e
 	e.ID = r.string()
 	e.Source = r.string()
 	e.Type = r.string()
+	if ver == recordV2 {
+		n := r.uvarint()
+		if n > maxHeaders {
+			return relay.Event{}, nil, fmt.Errorf("event record with %d headers: %w", n, errCorrupt)
+		}
+		for range n {
+			e.Headers = append(e.Headers, relay.Header{Name: r.string(), Value: r.string()})
+		}
+	}
 	if r.err != nil {
 		return relay.Event{}, nil, r.err
 	}
