@@ -62,7 +62,7 @@ type Relay struct {
 	// with inbound events.
 	forward []string
 	sched   *scheduler
-	health     []HealthCheck
+	health  []HealthCheck
 
 	ready    atomic.Bool
 	stopping atomic.Bool
