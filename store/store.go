@@ -30,6 +30,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -84,10 +85,10 @@ type Options struct {
 	// transaction; default 4096.
 	MaxBatch int
 	// LogSegmentSize is the size of one write-ahead log file; default
-	// 64 MiB.
+	// 32 MiB.
 	LogSegmentSize int64
 	// MaxLogLag bounds the bytes logged and not yet copied into bbolt;
-	// appends wait beyond it. Default 16 MiB.
+	// appends wait beyond it. Default 8 MiB.
 	MaxLogLag int64
 	// CopyDelay is how long the bbolt writer waits for more logged
 	// changes before it copies what it has, so that copies are few and
@@ -200,10 +201,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.MaxBatch = 4096
 	}
 	if opts.LogSegmentSize <= 0 {
-		opts.LogSegmentSize = 64 << 20
+		opts.LogSegmentSize = 32 << 20
 	}
 	if opts.MaxLogLag <= 0 {
-		opts.MaxLogLag = 16 << 20
+		opts.MaxLogLag = 8 << 20
 	}
 	if opts.CopyDelay == 0 {
 		opts.CopyDelay = 20 * time.Millisecond
@@ -347,7 +348,8 @@ func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
 		return nil
 	}
 	w, lsn, err := openWAL(dir, segmentSize, applied, func(lsn uint64, payload []byte) error {
-		e, err := decodeLogEntry(lsn, payload)
+		// The payload is the scanner's buffer; entries keep slices of it.
+		e, err := decodeLogEntry(lsn, bytes.Clone(payload))
 		if err != nil {
 			return err
 		}

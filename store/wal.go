@@ -1,10 +1,13 @@
 package store
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,34 +83,58 @@ func appendRecord(b []byte, seq uint64, payload func([]byte) []byte) []byte {
 	return b
 }
 
-// nextRecord parses the record at the start of b. ok is false where valid
-// data ends; payload aliases b.
-func nextRecord(b []byte) (seq uint64, payload []byte, n int, ok bool) {
-	if len(b) < walHeaderSize {
-		return 0, nil, 0, false
-	}
-	size := binary.LittleEndian.Uint32(b[4:])
-	if size > walMaxRecord || int64(size) > int64(len(b)-walHeaderSize) {
-		return 0, nil, 0, false
-	}
-	n = walHeaderSize + int(size)
-	if crc32.Checksum(b[4:n], crcTable) != binary.LittleEndian.Uint32(b) {
-		return 0, nil, 0, false
-	}
-	return binary.LittleEndian.Uint64(b[8:]), b[walHeaderSize:n], n, true
-}
-
 // scanSegment calls fn for each record of data in order, while the
 // records are valid and consecutive, and returns the first and last
-// sequence numbers seen (0, 0 for none).
+// record numbers seen (0, 0 for none).
 func scanSegment(data []byte, fn func(seq uint64, payload []byte) error) (first, last uint64, err error) {
-	for len(data) > 0 {
-		seq, payload, n, ok := nextRecord(data)
-		if !ok || (last != 0 && seq != last+1) || seq == 0 {
-			break
+	return scanRecords(bytes.NewReader(data), int64(len(data)), fn)
+}
+
+// scanFile is scanSegment over a segment file, read through a bounded
+// buffer so that memory does not grow with the segment.
+func scanFile(f *os.File, fn func(seq uint64, payload []byte) error) (first, last uint64, size int64, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("read log segment: %w", err)
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, fi.Size()), 1<<20)
+	first, last, err = scanRecords(r, fi.Size(), fn)
+	return first, last, fi.Size(), err
+}
+
+// scanRecords reads records from r, which holds size bytes. The payload
+// given to fn is only valid during the call. A read error other than the
+// end of the data is returned.
+func scanRecords(r io.Reader, size int64, fn func(seq uint64, payload []byte) error) (first, last uint64, err error) {
+	var (
+		hdr [walHeaderSize]byte
+		buf []byte
+		off int64
+	)
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return first, last, endOfData(err)
+		}
+		n := int64(binary.LittleEndian.Uint32(hdr[4:]))
+		off += walHeaderSize
+		if n > walMaxRecord || n > size-off {
+			return first, last, nil
+		}
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return first, last, endOfData(err)
+		}
+		off += n
+		crc := crc32.Update(crc32.Checksum(hdr[4:], crcTable), crcTable, buf)
+		seq := binary.LittleEndian.Uint64(hdr[8:])
+		if crc != binary.LittleEndian.Uint32(hdr[:4]) || seq == 0 || (last != 0 && seq != last+1) {
+			return first, last, nil
 		}
 		if fn != nil {
-			if err := fn(seq, payload); err != nil {
+			if err := fn(seq, buf); err != nil {
 				return first, last, err
 			}
 		}
@@ -115,9 +142,14 @@ func scanSegment(data []byte, fn func(seq uint64, payload []byte) error) (first,
 			first = seq
 		}
 		last = seq
-		data = data[n:]
 	}
-	return first, last, nil
+}
+
+func endOfData(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return fmt.Errorf("read log segment: %w", err)
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%016x%s", first, walExt) }
@@ -158,12 +190,7 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(lsn uint64, 
 			w.close()
 			return nil, 0, fmt.Errorf("write-ahead log %s: records %d to %d are missing", dir, next, seg.first-1)
 		}
-		data, err := os.ReadFile(seg.path)
-		if err != nil {
-			w.close()
-			return nil, 0, fmt.Errorf("read log segment: %w", err)
-		}
-		if _, _, err := scanSegment(data, func(seq uint64, payload []byte) error {
+		if _, _, _, err := scanFile(seg.f, func(seq uint64, payload []byte) error {
 			if seq < next {
 				return nil
 			}
@@ -214,13 +241,12 @@ func (w *wal) openSegment(path string) (*segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open log segment: %w", err)
 	}
-	data, err := os.ReadFile(path)
+	first, last, size, err := scanFile(f, nil)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("read log segment: %w", err)
+		return nil, err
 	}
-	first, last, _ := scanSegment(data, nil)
-	return &segment{path: path, f: f, size: int64(len(data)), first: first, last: last}, nil
+	return &segment{path: path, f: f, size: size, first: first, last: last}, nil
 }
 
 // createSegment creates a zero-filled segment for records from first on,

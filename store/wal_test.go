@@ -207,15 +207,11 @@ func onlySegment(t *testing.T, dir string) string {
 // validEnd is the offset where a segment's valid records end.
 func validEnd(data []byte) int {
 	off := 0
-	var last uint64
-	for {
-		seq, _, n, ok := nextRecord(data[off:])
-		if !ok || (last != 0 && seq != last+1) {
-			return off
-		}
-		last = seq
-		off += n
-	}
+	scanSegment(data, func(_ uint64, payload []byte) error {
+		off += walHeaderSize + len(payload)
+		return nil
+	})
+	return off
 }
 
 func TestLogSegmentsRotateAndRecycle(t *testing.T) {
