@@ -289,19 +289,23 @@ type instance struct {
 	addr string
 }
 
-func relayConfig(dir string, hookURLs []string, maxBody int) (*relay.Config, error) {
+// relayConfig is the bench's configuration: one publisher, and hooks
+// that deliver with as many connections as there are publishers (8 to
+// 256), so that deliveries can keep up with publishing.
+func relayConfig(dir string, hookURLs []string, maxBody, publishers int) (*relay.Config, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[server]\ndata_dir = %q\nmax_body = %d\n\n[[publisher]]\nname = \"bench\"\ntoken = %q\n", dir, max(maxBody, 1024), benchToken)
 	for i, u := range hookURLs {
-		fmt.Fprintf(&b, "\n[[hook]]\nname = \"h%d\"\nurl = %q\nevents = [\"*\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nconcurrency = 32\nretry = [\"1s\", \"5s\", \"30s\"]\n", i, u)
+		fmt.Fprintf(&b, "\n[[hook]]\nname = \"h%d\"\nurl = %q\nevents = [\"*\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nconcurrency = %d\nretry = [\"1s\", \"5s\", \"30s\"]\n",
+			i, u, min(max(publishers, 8), 256))
 	}
 	return relay.LoadBytes(filepath.Join(dir, "bench.toml"), []byte(b.String()))
 }
 
 // startInstance opens the store and serves the relay; deliveries run only
 // if deliver is set.
-func startInstance(ctx context.Context, dir string, hookURLs []string, size int, deliver bool) (*instance, error) {
-	cfg, err := relayConfig(dir, hookURLs, 2*size+1024)
+func startInstance(ctx context.Context, dir string, hookURLs []string, cfg Config, deliver bool) (*instance, error) {
+	rcfg, err := relayConfig(dir, hookURLs, 2*cfg.Size+1024, cfg.Publishers)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +316,7 @@ func startInstance(ctx context.Context, dir string, hookURLs []string, size int,
 	// Logs go through a real handler, at the level serve uses, so their
 	// cost is in the figures; the output is dropped.
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	r, err := relay.New(cfg, st, relay.Options{Logger: logger, Version: "bench"})
+	r, err := relay.New(rcfg, st, relay.Options{Logger: logger, Version: "bench"})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -353,7 +357,7 @@ func deadHookURLs(n int) []string {
 }
 
 func ingest(ctx context.Context, cfg Config, dir string, p *progress) (Ingest, error) {
-	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg.Size, false)
+	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg, false)
 	if err != nil {
 		return Ingest{}, fmt.Errorf("ingest: %w", err)
 	}
@@ -460,7 +464,7 @@ func endToEnd(ctx context.Context, cfg Config, dir string, p *progress) (E2E, er
 		return E2E{}, fmt.Errorf("end to end: %w", err)
 	}
 	defer rc.close()
-	in, err := startInstance(ctx, dir, rc.urls, cfg.Size, true)
+	in, err := startInstance(ctx, dir, rc.urls, cfg, true)
 	if err != nil {
 		return E2E{}, fmt.Errorf("end to end: %w", err)
 	}
@@ -491,7 +495,7 @@ func backlog(ctx context.Context, cfg Config, dir string, baseRate float64, p *p
 	defer rss.stop()
 
 	p.say("backlog: queueing")
-	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg.Size, false)
+	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg, false)
 	if err != nil {
 		return nil, fmt.Errorf("backlog: %w", err)
 	}
@@ -522,7 +526,7 @@ func backlog(ctx context.Context, cfg Config, dir string, baseRate float64, p *p
 	// The receivers are up under the old URLs' names only after the
 	// restart: the config now points at them.
 	start := time.Now()
-	in, err = startInstance(ctx, dir, rc.urls, cfg.Size, false)
+	in, err = startInstance(ctx, dir, rc.urls, cfg, false)
 	if err != nil {
 		return nil, fmt.Errorf("backlog restart: %w", err)
 	}
