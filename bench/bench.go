@@ -274,11 +274,8 @@ func httpCeiling(ctx context.Context, cfg Config, p *progress) (float64, time.Du
 	return r.perSec(), cpu / time.Duration(r.OK), nil
 }
 
-// newServer is configured like the relay's own server.
-func newServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-}
+// newServer is configured like the relay's own servers.
+func newServer(h http.Handler) *http.Server { return relay.NewHTTPServer(h, nil) }
 
 // instance is an in-process relay on a real listener.
 type instance struct {

@@ -49,15 +49,6 @@ Examples:
 Flags:
 `
 
-// HTTP server limits.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 60 * time.Second
-	writeTimeout      = 60 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-)
-
 // Run implements Command.
 func (c *ServeCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -196,15 +187,7 @@ func serve(ctx context.Context, cfg *relay.Config, log *slog.Logger, demo bool) 
 			return err
 		}
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.With("subsystem", "http").Handler(), slog.LevelWarn),
-	}
+	srv := relay.NewHTTPServer(handler, slog.NewLogLogger(log.With("subsystem", "http").Handler(), slog.LevelWarn))
 	if err := r.Start(ctx); err != nil {
 		ln.Close()
 		stopPub(context.Background())

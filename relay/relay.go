@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -147,6 +148,31 @@ func (r *Relay) QueuedUnconfigured(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	return slices.DeleteFunc(queued, func(n string) bool { return r.cfg.Hook(n) != nil }), nil
+}
+
+// HTTP server limits of every listener that serves the relay. Bodies are
+// capped by the handlers themselves (max_body).
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 60 * time.Second
+	writeTimeout      = 60 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
+// NewHTTPServer returns a server for h with the limits every listener of
+// the relay uses: all four timeouts and a cap on header size. errorLog
+// receives net/http's own errors.
+func NewHTTPServer(h http.Handler, errorLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          errorLog,
+	}
 }
 
 // Handler returns the relay's HTTP API.

@@ -36,15 +36,6 @@ const (
 	logKeyDomain    = "domain"
 )
 
-// HTTP server limits, the same as the relay's local listener.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 60 * time.Second
-	writeTimeout      = 60 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-)
-
 // Options are the outside parts a Server is built from.
 type Options struct {
 	Logger *slog.Logger
@@ -208,15 +199,7 @@ func (s *Server) serve(run func() error) {
 func (s *Server) Err() <-chan error { return s.errc }
 
 func (s *Server) newHTTPServer(h http.Handler, name string) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          log.New(serverLog{s.log.With("listener", name)}, "", 0),
-	}
+	return relay.NewHTTPServer(h, log.New(serverLog{s.log.With("listener", name)}, "", 0))
 }
 
 // serverLog takes http.Server's error log. Failed TLS handshakes are
