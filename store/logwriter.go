@@ -269,11 +269,16 @@ func (s *Store) logWriter() {
 
 // logBatch logs calls with one write and one fdatasync and answers them.
 func (s *Store) logBatch(calls []*logCall) {
-	defer func() {
-		for _, c := range calls {
-			c.answer()
+	answered := false
+	answer := func() {
+		if !answered {
+			answered = true
+			for _, c := range calls {
+				c.answer()
+			}
 		}
-	}()
+	}
+	defer answer()
 	if err := s.failure(); err != nil {
 		for _, c := range calls {
 			c.err = err
@@ -362,6 +367,9 @@ func (s *Store) logBatch(calls []*logCall) {
 		}
 	}
 	s.claimMu.Unlock()
+	// Answer before the hand-off to bbolt (which may wait for room) and
+	// the zero-filling ahead: neither is the callers' business.
+	answer()
 
 	s.lagAdd(int64(len(buf)))
 	bytes := int64(len(buf))

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,19 +60,30 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 type segment struct {
 	path        string
 	f           *os.File
-	size        int64  // bytes of the file already written
-	first, last uint64 // sequence numbers it holds; last == 0 when empty
+	first, last uint64 // record numbers it holds; last == 0 when empty
+
+	// mu is held while the file is zero-filled; size is the bytes of the
+	// file already written, which records may be written over.
+	mu   sync.Mutex
+	size atomic.Int64
 }
 
-// wal is the log's writer side. It is owned by one goroutine.
+// wal is the log's writer side. It is owned by one goroutine, apart from
+// the filler goroutine that zero-fills ahead of the writer.
 type wal struct {
 	dir     string
 	maxSize int64      // a segment is rotated once it would exceed this
 	chunk   int64      // zero-filled space is added in steps of this
 	segs    []*segment // oldest first; the last one is written
 	off     int64      // write offset in the current segment
-	zero    []byte
+
+	fill     chan *segment // requests to the filler
+	fillDone chan struct{}
+	fillErr  atomic.Pointer[error]
 }
+
+// zeros is what segments are filled with; it is never written.
+var zeros = make([]byte, 1<<20)
 
 // appendRecord encodes one record onto b; payload appends the payload.
 func appendRecord(b []byte, seq uint64, payload func([]byte) []byte) []byte {
@@ -163,7 +176,9 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(lsn uint64, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, 0, fmt.Errorf("create log dir: %w", err)
 	}
-	w := &wal{dir: dir, maxSize: maxSize, chunk: min(walChunk, (maxSize+4095)&^4095)}
+	w := &wal{dir: dir, maxSize: maxSize, chunk: min(walChunk, (maxSize+4095)&^4095),
+		fill: make(chan *segment, 1), fillDone: make(chan struct{})}
+	go w.filler()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read log dir: %w", err)
@@ -203,7 +218,7 @@ func openWAL(dir string, maxSize int64, applied uint64, replay func(lsn uint64, 
 	}
 	// Everything is applied now: every segment is free for reuse. Write
 	// into the largest one, so the log needs no zero-filling at start.
-	slices.SortFunc(w.segs, func(a, b *segment) int { return compareSeq(uint64(a.size), uint64(b.size)) })
+	slices.SortFunc(w.segs, func(a, b *segment) int { return compareSeq(uint64(a.size.Load()), uint64(b.size.Load())) })
 	for _, seg := range w.segs {
 		seg.last = 0
 	}
@@ -246,7 +261,9 @@ func (w *wal) openSegment(path string) (*segment, error) {
 		f.Close()
 		return nil, err
 	}
-	return &segment{path: path, f: f, size: size, first: first, last: last}, nil
+	seg := &segment{path: path, f: f, first: first, last: last}
+	seg.size.Store(size)
+	return seg, nil
 }
 
 // createSegment creates a zero-filled segment for records from first on,
@@ -273,17 +290,19 @@ func (w *wal) createSegment(first uint64) (*segment, error) {
 }
 
 // grow zero-fills seg up to at least size bytes and makes that durable.
+// Only space beyond seg.size is written, under seg.mu, so it never
+// overwrites records.
 func (w *wal) grow(seg *segment, size int64) error {
-	if size <= seg.size {
+	seg.mu.Lock()
+	defer seg.mu.Unlock()
+	from := seg.size.Load()
+	if size <= from {
 		return nil
 	}
-	if w.zero == nil {
-		w.zero = make([]byte, 1<<20)
-	}
 	size = (size + w.chunk - 1) / w.chunk * w.chunk
-	for off := seg.size; off < size; {
-		n := min(int64(len(w.zero)), size-off)
-		if _, err := seg.f.WriteAt(w.zero[:n], off); err != nil {
+	for off := from; off < size; {
+		n := min(int64(len(zeros)), size-off)
+		if _, err := seg.f.WriteAt(zeros[:n], off); err != nil {
 			return fmt.Errorf("zero-fill log segment: %w", err)
 		}
 		off += n
@@ -291,14 +310,28 @@ func (w *wal) grow(seg *segment, size int64) error {
 	if err := seg.f.Sync(); err != nil {
 		return fmt.Errorf("zero-fill log segment: %w", err)
 	}
-	seg.size = size
+	seg.size.Store(size)
 	return nil
+}
+
+// filler zero-fills what prepare asks for, off the writer's path: a 4 MiB
+// fill and its fsync take tens of milliseconds on a slow disk.
+func (w *wal) filler() {
+	defer close(w.fillDone)
+	for seg := range w.fill {
+		if err := w.grow(seg, min(seg.size.Load()+w.chunk, w.maxSize)); err != nil {
+			w.fillErr.Store(&err)
+		}
+	}
 }
 
 // reuse makes seg, whose records are all applied, the segment written
 // next, starting at its beginning with sequence number first.
 func (w *wal) reuse(seg *segment, first uint64) error {
 	path := filepath.Join(w.dir, segmentName(first))
+	// A fill of its tail may still be running: wait for it.
+	seg.mu.Lock()
+	defer seg.mu.Unlock()
 	if path != seg.path {
 		if err := os.Rename(seg.path, path); err != nil {
 			return fmt.Errorf("recycle log segment: %w", err)
@@ -321,6 +354,8 @@ func (w *wal) trim() {
 }
 
 func (w *wal) remove(seg *segment) {
+	seg.mu.Lock() // not while the filler writes to it
+	defer seg.mu.Unlock()
 	seg.f.Close()
 	os.Remove(seg.path)
 	w.segs = slices.DeleteFunc(w.segs, func(s *segment) bool { return s == seg })
@@ -337,7 +372,7 @@ func (w *wal) write(buf []byte, first, last, applied uint64) error {
 		}
 		cur = w.segs[len(w.segs)-1]
 	}
-	if end := w.off + int64(len(buf)); end > cur.size {
+	if end := w.off + int64(len(buf)); end > cur.size.Load() {
 		// Only a record larger than what is zero-filled ahead gets here.
 		if err := w.grow(cur, end); err != nil {
 			return err
@@ -357,14 +392,21 @@ func (w *wal) write(buf []byte, first, last, applied uint64) error {
 	return nil
 }
 
-// prepare zero-fills ahead of the write offset, between writes, so that
-// records keep landing in written space.
+// prepare has the filler zero-fill ahead of the write offset, so that
+// records keep landing in written space. It reports a failed fill once.
 func (w *wal) prepare() error {
+	if err := w.fillErr.Swap(nil); err != nil {
+		return *err
+	}
 	cur := w.segs[len(w.segs)-1]
-	if cur.size-w.off >= w.chunk/2 || cur.size >= w.maxSize {
+	if size := cur.size.Load(); size-w.off >= w.chunk/2 || size >= w.maxSize {
 		return nil
 	}
-	return w.grow(cur, min(cur.size+w.chunk, w.maxSize))
+	select {
+	case w.fill <- cur:
+	default: // a fill is already asked for
+	}
+	return nil
 }
 
 // rotate switches to another segment for records from first on: a spare
@@ -394,6 +436,11 @@ func (w *wal) rotate(first, applied uint64) error {
 }
 
 func (w *wal) close() error {
+	if w.fill != nil {
+		close(w.fill)
+		<-w.fillDone
+		w.fill = nil
+	}
 	var errs []error
 	for _, seg := range w.segs {
 		if err := seg.f.Close(); err != nil && !errors.Is(err, fs.ErrClosed) {
