@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -176,7 +175,7 @@ func decodeText(b []byte) (text []byte, bom int, err error) {
 // JSON array of them, or an object with a "notifications" array. Each one
 // is returned as its raw JSON, with its notificationType and eventId.
 func splitNotifications(text []byte) ([]inboundEvent, error) {
-	if !json.Valid(text) {
+	if !validJSON(text) {
 		return nil, errors.New("decrypted message is not JSON")
 	}
 	i := skipSpace(text, 0)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -101,7 +100,7 @@ func (s *source) verify(h http.Header, body []byte, now time.Time) ([]inboundEve
 	case ProviderHMAC:
 		err = verifyBody(hashFor(c.Algorithm), c.Keys, h.Get(c.Header), c.Prefix, c.Encoding, body)
 	case ProviderSFPY:
-		if !json.Valid(body) {
+		if !validJSON(body) {
 			return nil, &refusal{http.StatusBadRequest, "body is not valid JSON"}
 		}
 		sig := h.Get(HeaderSFPYSignature)
@@ -138,7 +137,7 @@ func (s *source) verify(h http.Header, body []byte, now time.Time) ([]inboundEve
 		return nil, &refusal{http.StatusUnauthorized, "verification failed: " + err.Error()}
 	}
 
-	if c.Provider != ProviderSFPY && !json.Valid(body) {
+	if c.Provider != ProviderSFPY && !validJSON(body) {
 		return nil, &refusal{http.StatusBadRequest, "body is not valid JSON"}
 	}
 	if body[skipSpace(body, 0)] != '{' {

@@ -8,7 +8,7 @@ import (
 // These helpers find members of a JSON document by name without decoding
 // it, for the inbound path (event type and id) and the hooks' payload
 // filters. Like the walkers in jsonscan.go they assume valid JSON: callers
-// check it once with json.Valid.
+// check it once with validJSON.
 
 // objectMember returns the raw value of the member called name of the
 // JSON object that starts at doc (after optional white space). When the

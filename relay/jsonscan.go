@@ -9,7 +9,7 @@ import (
 
 // These helpers let the publish path read the top level of a JSON object
 // without decoding it through reflection: the body is checked once with
-// json.Valid and then only walked. They assume valid JSON.
+// validJSON and then only walked. They assume valid JSON.
 
 // objectMembers calls fn with the raw key (quotes included) and raw value
 // of each member of the JSON object that starts at b[0] == '{'. b must be

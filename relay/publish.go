@@ -152,7 +152,7 @@ func parsePublish(body []byte) (publishInput, error) {
 	if start == len(body) {
 		return in, errors.New("body is empty: send a JSON object with a type")
 	}
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return in, syntaxError(body)
 	}
 	if body[start] != '{' {
