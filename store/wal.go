@@ -271,6 +271,7 @@ func (w *wal) openSegment(path string) (*segment, error) {
 // from it.
 func (w *wal) createSegment(first uint64) (*segment, error) {
 	path := filepath.Join(w.dir, segmentName(first))
+	w.dropNamed(path, nil)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create log segment: %w", err)
@@ -333,6 +334,7 @@ func (w *wal) reuse(seg *segment, first uint64) error {
 	seg.mu.Lock()
 	defer seg.mu.Unlock()
 	if path != seg.path {
+		w.dropNamed(path, seg)
 		if err := os.Rename(seg.path, path); err != nil {
 			return fmt.Errorf("recycle log segment: %w", err)
 		}
@@ -343,6 +345,19 @@ func (w *wal) reuse(seg *segment, first uint64) error {
 	w.segs = append(w.segs, seg)
 	w.off = 0
 	return nil
+}
+
+// dropNamed removes any segment other than keep that has path. The name
+// is that of records about to be written, so such a segment holds none
+// that are valid (a first write to it was torn): replacing its file
+// while it stayed in the list would leave a handle to a deleted file.
+func (w *wal) dropNamed(path string, keep *segment) {
+	for _, s := range w.segs {
+		if s != keep && s.path == path {
+			w.remove(s)
+			return
+		}
+	}
 }
 
 // trim removes the segments beyond the one written and one spare. Only

@@ -487,3 +487,46 @@ func TestLogRecoversOutcomes(t *testing.T) {
 		t.Fatalf("task after recovery = %+v, %+v, %v", info, attempts, err)
 	}
 }
+
+// A segment left with a torn first record carries the name of the record
+// it was to hold; the log must replace it, not keep a handle to it (and
+// write there once the file's name belongs to another segment).
+func TestLogReplacesSegmentWithTornFirstRecord(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{LogSegmentSize: 64 << 10}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 10, "a", []string{"h"}, nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The next record is number 11: a crash during the first write to a
+	// new segment for it left half a record.
+	e := newAppendEntry(&relay.AppendRequest{Event: event("torn", t0), Hooks: []string{"h"}})
+	rec := appendRecord(nil, 11, e.appendPayload)
+	torn := filepath.Join(dir, walDirName, segmentName(11))
+	if err := os.WriteFile(torn, rec[:len(rec)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if s, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Several segments' worth, acknowledged from the log alone, then a
+	// crash: every one must come back.
+	release := holdWriter(t, s)
+	appendN(t, s, 200, "b", []string{"h"}, bytes.Repeat([]byte{'x'}, 1000))
+	img := crashImage(t, dir)
+	release()
+	r, err := Open(img, opts)
+	if err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	defer r.Close()
+	if c, err := r.Counts(context.Background()); err != nil || c.Events != 210 {
+		t.Fatalf("after recovery counts = %+v, %v; want 210 events", c, err)
+	}
+}
