@@ -1,20 +1,23 @@
 // Package store keeps hookrelay's events and delivery queue in one bbolt
 // file. It implements relay.Store.
 //
-// An append is acknowledged once it is in a write-ahead log (see wal.go):
-// one goroutine writes every append waiting with one fdatasync (group
-// commit), so many concurrent requests share one sync, and each waits for
-// at most the sync in progress and its own. A second goroutine, the bbolt
-// writer, then copies logged events into bbolt and commits whatever else
-// is waiting (outcomes, sweeps) in the same transaction. On Open, events
-// logged but not yet in bbolt (after a crash) are copied before anything
-// else runs. Reads use bbolt read transactions and copy bytes out before
-// they end.
+// Appends and outcomes are durable once they are in a write-ahead log
+// (wal.go, logwriter.go): one goroutine writes every one waiting with one
+// fdatasync (group commit), so many concurrent requests share one sync,
+// and each waits for at most the sync in progress and its own. A second
+// goroutine, the bbolt writer, then copies logged changes into bbolt in
+// transactions of up to 20 ms worth, with whatever else is waiting
+// (sweeps); claims, Task and Counts see a change once it is copied. On
+// Open, what the log holds beyond bbolt's copied position (after a crash)
+// is copied before anything else runs. Reads use bbolt read transactions
+// and copy bytes out before they end.
 //
-// Layout (bucket: key -> value):
+// Layout of the data directory: hookrelay.db (bbolt) and wal/ (the log's
+// segment files). bbolt's buckets (key -> value):
 //
-//	meta:        "schema" -> version
-//	events:      seq -> event record (id, source, type, received, body)
+//	meta:        "schema" -> version, "log-copied" -> last log record copied
+//	events:      seq -> event record (id, source, type, received,
+//	             forwarded headers, body)
 //	tasks:       task id -> task record (hook, event seq, state, attempts),
 //	             written at a delivery's first outcome; before it the
 //	             delivery is its due entry and its event's hook list
