@@ -11,7 +11,10 @@ import (
 // it. Implementations must be safe for concurrent use.
 //
 // Durability contract: when Append or Complete returns nil (or calls its
-// callback with nil), the change is on stable storage (fsync'd).
+// callback with nil), the change is on stable storage (fsync'd). It may
+// become visible to Claim, QueuedHooks and Task only a little later; a
+// delivery whose outcome is durable is never claimed again for the same
+// attempt in between.
 type Store interface {
 	// Append stores an event together with one pending delivery per hook
 	// in req.Hooks, atomically, and returns once they are durable. When
