@@ -54,9 +54,11 @@ func newDeliverer(h *HookConfig, ua string) (*deliverer, error) {
 		hook: h,
 		ua:   ua,
 		url:  h.URL.String(),
+		// No Client.Timeout: each attempt's context carries the deadline
+		// (connect, request and the capped read of the response); the
+		// client's own would clone every request to set another.
 		client: &http.Client{
 			Transport: transport,
-			Timeout:   h.Timeout,
 			// Redirects are failures: following one would send a signed
 			// payment event somewhere the operator did not configure.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

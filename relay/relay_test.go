@@ -519,6 +519,56 @@ retry = ["10ms", "10ms"]
 	}
 }
 
+func TestSlowReceiverTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	stall := func() {
+		select { // far longer than the hook's timeout
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if n == 1 {
+			stall() // no answer at all
+			return false
+		}
+		// An answer whose body never ends: the attempt's deadline cuts it.
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "accepted; and then")
+		w.(http.Flusher).Flush()
+		stall()
+		return true
+	})
+	t.Cleanup(func() { close(release) }) // before the receiver's Close
+	n := startRelay(t, t.TempDir(), fmt.Sprintf(`
+[[hook]]
+name = "slow"
+url = %q
+events = ["*"]
+timeout = "300ms"
+retry = ["10ms"]
+`, rc.srv.URL))
+	n.publish(`{"type":"a"}`)
+	var info relay.TaskInfo
+	var attempts []relay.Attempt
+	waitFor(t, "the outcome of the retry", 5*time.Second, func() bool {
+		var err error
+		// The store numbers the first event's delivery to its only hook 1<<10.
+		info, attempts, err = n.store.Task(context.Background(), 1<<10)
+		return err == nil && info.State == relay.StateDelivered
+	})
+	if len(attempts) != 2 {
+		t.Fatalf("attempts = %+v, want a timed-out one and a delivered one", attempts)
+	}
+	if a := attempts[0]; a.Status != 0 || !strings.Contains(a.Error, "timeout") || a.Latency < 300*time.Millisecond || a.Latency > 3*time.Second {
+		t.Errorf("first attempt = %+v, want a timeout after about 300ms", a)
+	}
+	// A 2xx counts even if its body is cut: the receiver said yes.
+	if a := attempts[1]; a.Status != http.StatusOK || a.Error != "" || a.Excerpt != "accepted; and then" || a.Latency > 3*time.Second {
+		t.Errorf("second attempt = %+v, want 200 cut after about 300ms", a)
+	}
+}
+
 func TestQueueSurvivesRestartAndUnconfiguredHookIsKept(t *testing.T) {
 	dir := t.TempDir()
 	rc, rcERP := newReceiver(t, nil), newReceiver(t, nil)
