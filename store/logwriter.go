@@ -291,7 +291,7 @@ func (s *Store) logBatch(calls []*logCall) {
 	entries := make([]logEntry, 0, len(calls))
 	logged := make([]*logCall, 0, len(calls))
 	var inBatch map[string]*logCall
-	lsn := s.lsn
+	lsn := s.lastLSN.Load()
 	for _, c := range calls {
 		if c.err != nil || c.dup {
 			continue
@@ -335,14 +335,13 @@ func (s *Store) logBatch(calls []*logCall) {
 		return
 	}
 	start := time.Now()
-	if err := s.wal.write(buf, s.lsn+1, lsn, s.copiedLSN.Load()); err != nil {
+	if err := s.wal.write(buf, entries[0].lsn, lsn, s.copiedLSN.Load()); err != nil {
 		// What was written may or may not be on disk: stop writing until
 		// a restart has recovered the log.
 		s.fail(err)
 		fail(err)
 		return
 	}
-	s.lsn = lsn
 	s.lastLSN.Store(lsn)
 	elapsed := time.Since(start)
 	s.statsMu.Lock()

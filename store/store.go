@@ -129,14 +129,12 @@ type Store struct {
 	logDone chan struct{}
 	wg      sync.WaitGroup
 
-	// wal, logBuf and lsn (the last record number written) belong to
-	// the log writer goroutine.
+	// wal and logBuf belong to the log writer goroutine.
 	wal    *wal
 	logBuf []byte
-	lsn    uint64
 
-	// lastLSN is the last record logged durably, copiedLSN the last one
-	// copied into bbolt and committed.
+	// lastLSN is the last record logged durably (written only by the log
+	// writer), copiedLSN the last one copied into bbolt and committed.
 	lastLSN   atomic.Uint64
 	copiedLSN atomic.Uint64
 	notify    atomic.Pointer[func([]string)]
@@ -375,7 +373,6 @@ func (s *Store) recover(dir string, segmentSize int64) (*wal, error) {
 		s.log.Info("recovered changes from the write-ahead log", "records", replayed)
 	}
 	w.trim()
-	s.lsn = lsn
 	s.lastLSN.Store(lsn)
 	s.copiedLSN.Store(lsn)
 	return w, nil
