@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"hookrelay/store"
+	"hookrelay/tls/acmetest"
 )
 
 // These tests run the real binary as a subprocess.
@@ -61,33 +62,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback address with a port nothing listens on and
-// that no earlier call returned: the kernel may hand out a port again as
-// soon as it is closed, and two listeners of one relay must differ.
+// freePort returns a loopback address no listener has and no earlier
+// call returned.
 func freePort(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if !portsGiven[addr] {
-			portsGiven[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no fresh port")
-	return ""
+	return fmt.Sprintf("127.0.0.1:%d", acmetest.FreePort(t))
 }
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[string]bool{}
-)
 
 const testToken = "kill-test-publisher-token-0123"
 

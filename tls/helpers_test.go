@@ -29,6 +29,7 @@ import (
 
 	"hookrelay/relay"
 	"hookrelay/store"
+	"hookrelay/tls/acmetest"
 )
 
 const testToken = "tls-test-publisher-token-0123"
@@ -50,33 +51,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// freePort returns a loopback port nothing listens on and that no earlier
-// call returned: the kernel may hand out a port again as soon as it is
-// closed, and two listeners of one relay must differ.
-func freePort(t *testing.T) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !portsGiven[port] {
-			portsGiven[port] = true
-			return port
-		}
-	}
-	t.Fatal("no fresh port")
-	return 0
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
+func freePort(t *testing.T) int { return acmetest.FreePort(t) }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()

@@ -151,6 +151,35 @@ func startDNS() (*DNSServer, error) {
 	return nil, lastErr
 }
 
+// FreePort returns a loopback port nothing listens on and that no earlier
+// call returned, for the relay's listeners and the ports the CA validates
+// challenges on: the kernel may hand out a port again as soon as it is
+// closed, and two listeners of one relay must differ.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !portsGiven[port] {
+			portsGiven[port] = true
+			return port
+		}
+	}
+	t.Fatal("no fresh port")
+	return 0
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
 func freeUDPAndTCPPort() (string, error) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
