@@ -296,17 +296,6 @@ func (r *Relay) appendAll(ctx context.Context, reqs []AppendRequest) ([]AppendRe
 	return results, errors.Join(errs...)
 }
 
-func appendAppendResult(b []byte, res AppendResult) []byte {
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, res.EventID)
-	b = append(b, `,"deliveries":`...)
-	b = appendInt(b, res.Deliveries)
-	if res.Duplicate {
-		b = append(b, `,"duplicate":true`...)
-	}
-	return append(b, '}')
-}
-
 // refuse answers a refused inbound request and logs why, without its
 // body.
 func (r *Relay) refuse(w http.ResponseWriter, req *http.Request, src *source, rf *refusal) {

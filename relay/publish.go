@@ -70,15 +70,21 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 	if res.Duplicate {
 		status = http.StatusOK
 	}
-	out := make([]byte, 0, 64+len(res.EventID))
-	out = append(out, `{"id":`...)
-	out = appendJSONString(out, res.EventID)
-	out = append(out, `,"deliveries":`...)
-	out = appendInt(out, res.Deliveries)
+	out := appendAppendResult(make([]byte, 0, 64+len(res.EventID)), res)
+	writeRaw(w, status, append(out, '\n'))
+}
+
+// appendAppendResult appends the answer to an accepted event, for
+// publishers and sources alike: {"id","deliveries"[,"duplicate":true]}.
+func appendAppendResult(b []byte, res AppendResult) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, res.EventID)
+	b = append(b, `,"deliveries":`...)
+	b = appendInt(b, res.Deliveries)
 	if res.Duplicate {
-		out = append(out, `,"duplicate":true`...)
+		b = append(b, `,"duplicate":true`...)
 	}
-	writeRaw(w, status, append(out, "}\n"...))
+	return append(b, '}')
 }
 
 // deliveryBody is what every hook receives for a published event:
