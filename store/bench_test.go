@@ -92,53 +92,46 @@ func benchEvent(size int) relay.Event {
 }
 
 // BenchmarkCommitBatch commits batches of B appends (1 KiB events, one
-// hook) through the writer's commit path, as under load, with and without
-// zero-filling ahead of the file. ns/op counts b.N events rounded up to
-// whole batches; ns/event is exact.
+// hook) through the writer's commit path, as under load. ns/op counts
+// b.N events rounded up to whole batches; ns/event is exact.
 func BenchmarkCommitBatch(b *testing.B) {
-	for _, prealloc := range []bool{true, false} {
-		for _, batch := range []int{1, 4, 16, 64, 256, 1024} {
-			b.Run(fmt.Sprintf("prealloc=%v/batch=%d", prealloc, batch), func(b *testing.B) {
-				s, err := Open(b.TempDir(), Options{})
+	for _, batch := range []int{1, 4, 16, 64, 256, 1024} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			// The writer goroutine stays idle: nothing is submitted, so
+			// calling commit here is the only writer.
+			ev := benchEvent(1024)
+			req := relay.AppendRequest{Event: ev, Hooks: []string{"h"}}
+			var failed error
+			done := func(err error) {
 				if err != nil {
-					b.Fatal(err)
+					failed = err
 				}
-				defer s.Close()
-				// The writer goroutine stays idle: nothing is submitted, so
-				// calling commit here is the only writer.
-				if !prealloc && s.prealloc != nil {
-					s.prealloc.close()
-					s.prealloc = nil
+			}
+			commits := 0
+			start := time.Now()
+			b.ResetTimer()
+			for n := 0; n < b.N; n += batch {
+				commits++
+				entries := make([]logEntry, batch)
+				for i := range entries {
+					entries[i] = newAppendEntry(&req)
+					entries[i].seq = s.eventSeq.Add(1)
+					entries[i].lsn = entries[i].seq
 				}
-				ev := benchEvent(1024)
-				req := relay.AppendRequest{Event: ev, Hooks: []string{"h"}}
-				var failed error
-				done := func(err error) {
-					if err != nil {
-						failed = err
-					}
+				s.commit([]op{{fn: copyEntries(entries), done: done, weight: 2 * batch}})
+				if failed != nil {
+					b.Fatal(failed)
 				}
-				commits := 0
-				start := time.Now()
-				b.ResetTimer()
-				for n := 0; n < b.N; n += batch {
-					commits++
-					entries := make([]logEntry, batch)
-					for i := range entries {
-						entries[i] = newAppendEntry(&req)
-						entries[i].seq = s.eventSeq.Add(1)
-						entries[i].lsn = entries[i].seq
-					}
-					s.commit([]op{{fn: copyEntries(entries), done: done, weight: 2 * batch}})
-					if failed != nil {
-						b.Fatal(failed)
-					}
-				}
-				elapsed := time.Since(start)
-				b.ReportMetric(float64(elapsed.Nanoseconds())/float64(commits*batch), "ns/event")
-				b.ReportMetric(float64(elapsed.Microseconds())/float64(commits), "µs/commit")
-			})
-		}
+			}
+			elapsed := time.Since(start)
+			b.ReportMetric(float64(elapsed.Nanoseconds())/float64(commits*batch), "ns/event")
+			b.ReportMetric(float64(elapsed.Microseconds())/float64(commits), "µs/commit")
+		})
 	}
 }
 

@@ -163,11 +163,6 @@ type Store struct {
 	statsMu sync.Mutex
 	stats   Stats
 
-	// prealloc and used (the database's high-water mark in bytes as of
-	// the last transaction) belong to the writer goroutine.
-	prealloc *preallocator
-	used     int64
-
 	// eventSeq is the last event number handed out by the log writer;
 	// copying into bbolt raises the bucket's stored sequence to match, so
 	// numbers are never reused after a restart.
@@ -255,11 +250,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if s.prealloc, err = newPreallocator(path); err != nil {
-		s.log.Warn("no zero-filling ahead of the database", "err", err)
-	}
 	if err := db.View(func(tx *bolt.Tx) error {
-		s.used = tx.Size()
 		s.eventSeq.Store(tx.Bucket(bEvents).Sequence())
 		return nil
 	}); err != nil {
@@ -312,9 +303,6 @@ func (s *Store) Close() error {
 	<-s.logDone
 	close(s.quit)
 	s.wg.Wait()
-	if s.prealloc != nil {
-		s.prealloc.close()
-	}
 	errs := []error{s.wal.close()}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close database: %w", err))
@@ -512,16 +500,7 @@ func (e *opError) Error() string { return e.err.Error() }
 func (s *Store) commit(batch []op) {
 	for len(batch) > 0 {
 		start := time.Now()
-		if s.prealloc != nil {
-			if err := s.prealloc.ensure(s.used); err != nil {
-				// Not fatal: bbolt grows the file itself.
-				s.log.Warn("zero-filling ahead of the database failed", "err", err)
-				s.prealloc.close()
-				s.prealloc = nil
-			}
-		}
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			defer func() { s.used = tx.Size() }()
 			for i := range batch {
 				if err := batch[i].fn(tx); err != nil {
 					return &opError{index: i, err: err}

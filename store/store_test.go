@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -372,31 +370,5 @@ func TestAppendRefusesOversizedFanout(t *testing.T) {
 	c, err := s.Counts(context.Background())
 	if err != nil || c.Events != 0 {
 		t.Fatalf("counts after refusal = %+v, %v", c, err)
-	}
-}
-
-// The zero-filled space ahead of the database keeps the file page-aligned
-// and changes nothing bbolt reads, across a reopen.
-func TestPreallocKeepsFileValid(t *testing.T) {
-	dir := t.TempDir()
-	s := openTest(t, dir)
-	body := make([]byte, 64<<10)
-	for i := range 100 { // ~6 MiB: several preallocation steps
-		ev := event(fmt.Sprint(i), t0)
-		ev.Body = body
-		mustAppend(t, s, relay.AppendRequest{Event: ev, Hooks: []string{"h"}})
-	}
-	s.Close()
-	fi, err := os.Stat(filepath.Join(dir, FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Size()%4096 != 0 || fi.Size() < 6<<20 {
-		t.Fatalf("file size %d: want page-aligned and holding the data", fi.Size())
-	}
-	s = openTest(t, dir)
-	got, _, err := s.Claim(context.Background(), "h", t0, 1000, nil)
-	if err != nil || len(got) != 100 || len(got[99].Event.Body) != len(body) {
-		t.Fatalf("after reopen: %d deliveries, %v", len(got), err)
 	}
 }
