@@ -75,6 +75,6 @@ func BenchmarkParsePublish(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		deliveryBody(in.id, in.typ, time.Time{}, in.data)
+		appendDeliveryBody(nil, in.id, in.typ, time.Time{}, in.data)
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -30,11 +32,17 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusUnauthorized, "missing or invalid publisher token")
 		return
 	}
-	body, status, err := readBody(w, req, r.cfg.Server.MaxBody)
+	// The body and the delivery body are built in recycled buffers: the
+	// store copies what it keeps (Store.Append), so neither outlives this
+	// call.
+	bufs := bufferPool.Get().(*requestBuffers)
+	defer bufs.release()
+	body, status, err := readBodyInto(w, req, r.cfg.Server.MaxBody, bufs.body)
 	if err != nil {
 		writeError(w, status, err.Error())
 		return
 	}
+	bufs.body = body
 	in, err := parsePublish(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -52,7 +60,8 @@ func (r *Relay) handlePublish(w http.ResponseWriter, req *http.Request) {
 	} else {
 		ev.ID = newEventID(now)
 	}
-	ev.Body = deliveryBody(ev.ID, ev.Type, now, in.data)
+	ev.Body = appendDeliveryBody(bufs.delivery[:0], ev.ID, ev.Type, now, in.data)
+	bufs.delivery = ev.Body
 	areq.Event = ev
 	areq.Hooks = r.router.routeEvent(source, in.typ, ev.Body)
 
@@ -87,11 +96,11 @@ func appendAppendResult(b []byte, res AppendResult) []byte {
 	return append(b, '}')
 }
 
-// deliveryBody is what every hook receives for a published event:
-// {"id":...,"type":...,"timestamp":RFC3339,"data":...} with data as the
-// publisher sent it.
-func deliveryBody(id, typ string, at time.Time, data []byte) []byte {
-	b := make([]byte, 0, 80+len(id)+len(typ)+len(data))
+// appendDeliveryBody appends what every hook receives for a published
+// event to b: {"id":...,"type":...,"timestamp":RFC3339,"data":...} with
+// data as the publisher sent it.
+func appendDeliveryBody(b []byte, id, typ string, at time.Time, data []byte) []byte {
+	b = slices.Grow(b, 80+len(id)+len(typ)+len(data))
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, id)
 	b = append(b, `,"type":`...)
@@ -116,6 +125,12 @@ func (r *Relay) authenticate(req *http.Request) (string, bool) {
 // readBody reads the request body up to max bytes. A declared length over
 // max is refused before anything is read.
 func readBody(w http.ResponseWriter, req *http.Request, max int64) ([]byte, int, error) {
+	return readBodyInto(w, req, max, nil)
+}
+
+// readBodyInto is readBody reading into buf's capacity (growing it when it
+// is too small); the body returned may share buf's memory.
+func readBodyInto(w http.ResponseWriter, req *http.Request, max int64, buf []byte) ([]byte, int, error) {
 	if req.ContentLength > max {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes exceeds the limit of %d bytes", req.ContentLength, max)
 	}
@@ -125,7 +140,7 @@ func readBody(w http.ResponseWriter, req *http.Request, max int64) ([]byte, int,
 		err error
 	)
 	if req.ContentLength >= 0 {
-		b = make([]byte, req.ContentLength)
+		b = slices.Grow(buf[:0], int(req.ContentLength))[:req.ContentLength]
 		_, err = io.ReadFull(body, b)
 	} else {
 		b, err = io.ReadAll(body)
@@ -272,3 +287,26 @@ func writeRaw(w http.ResponseWriter, status int, b []byte) {
 }
 
 var jsonContentType = []string{"application/json"}
+
+// maxPooledBuffer is the largest buffer kept for reuse, so that one large
+// request does not pin its memory.
+const maxPooledBuffer = 64 << 10
+
+// requestBuffers are the byte slices a publish request is read into and
+// its delivery body built in, recycled through bufferPool.
+type requestBuffers struct {
+	body, delivery []byte
+}
+
+var bufferPool = sync.Pool{New: func() any { return new(requestBuffers) }}
+
+// release returns b to the pool; nothing may use its slices afterwards.
+func (b *requestBuffers) release() {
+	if cap(b.body) > maxPooledBuffer {
+		b.body = nil
+	}
+	if cap(b.delivery) > maxPooledBuffer {
+		b.delivery = nil
+	}
+	bufferPool.Put(b)
+}

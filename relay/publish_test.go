@@ -46,7 +46,7 @@ func TestParsePublish(t *testing.T) {
 
 func TestDeliveryBody(t *testing.T) {
 	at := time.Date(2026, 11, 25, 12, 0, 0, 5, time.UTC)
-	b := deliveryBody(`we"ird\id`, "a.b", at, []byte(`{"x":1}`))
+	b := appendDeliveryBody(nil, `we"ird\id`, "a.b", at, []byte(`{"x":1}`))
 	var got struct {
 		ID, Type, Timestamp string
 		Data                map[string]int

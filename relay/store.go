@@ -22,6 +22,9 @@ type Store interface {
 	// written and the result reports the original event with Duplicate
 	// set. The deliveries may become claimable only after Append
 	// returns; the store then calls the function set with Notify.
+	// Append keeps no reference to req.Event's byte slices once it has
+	// returned, whatever the outcome, so callers may reuse them;
+	// req.Hooks may be kept and must not be modified.
 	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
 
 	// Notify sets fn to be called with the hooks that have newly

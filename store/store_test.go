@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -371,4 +372,37 @@ func TestAppendRefusesOversizedFanout(t *testing.T) {
 	if err != nil || c.Events != 0 {
 		t.Fatalf("counts after refusal = %+v, %v", c, err)
 	}
+}
+
+// The publish handler reuses its buffers once Append has returned: what
+// was stored must not change when they are overwritten, in the log or
+// after the copy into bbolt, nor across a reopen.
+func TestAppendKeepsNoReferenceToTheRequest(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	body := []byte(`{"id":"e1","data":"original"}`)
+	ev := event("e1", t0)
+	ev.Body = body
+	ev.Headers = []relay.Header{{Name: "X-Request-Id", Value: "r1"}}
+	if _, err := s.Append(context.Background(), relay.AppendRequest{Event: ev, Hooks: []string{"h"}}); err != nil {
+		t.Fatal(err)
+	}
+	copy(body, bytes.Repeat([]byte{'#'}, len(body)))
+	check := func(when string) {
+		t.Helper()
+		got, _, err := s.Claim(context.Background(), "h", t0, 10, nil)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: claim = %d, %v", when, len(got), err)
+		}
+		if b := string(got[0].Event.Body); b != `{"id":"e1","data":"original"}` {
+			t.Fatalf("%s: body = %s", when, b)
+		}
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("after the copy")
+	s.Close()
+	s = openTest(t, dir)
+	check("after a reopen")
 }
