@@ -81,11 +81,16 @@ type Ingest struct {
 	Ack          Dist    `json:"ack"`
 	// Commits are the acknowledging ones: writes of the log, each with
 	// its fdatasync. WriterBusy is the share of the time the log writer
-	// spent in them.
+	// spent in them, WriterActive the share it had calls in hand (busy,
+	// plus deciding duplicates, encoding and answering), WriterHeld the
+	// share of that it was held back because bbolt lagged. For the rest
+	// of the time no call was queued.
 	EventsPerCommit float64       `json:"events_per_commit"`
 	CommitsPerSec   float64       `json:"commits_per_sec"`
 	CommitCycle     time.Duration `json:"commit_cycle_ns"`
 	WriterBusy      float64       `json:"writer_busy"`
+	WriterActive    float64       `json:"writer_active"`
+	WriterHeld      float64       `json:"writer_held"`
 	// Copies are the bbolt transactions that copy logged events into the
 	// database, off the acknowledgement path; CopyBusy is the share of
 	// the time the bbolt writer spent in transactions.
@@ -374,6 +379,8 @@ func ingest(ctx context.Context, cfg Config, dir string, p *progress) (Ingest, e
 		out.CommitsPerSec = syncs / r.Elapsed.Seconds()
 		out.CommitCycle = (after.LogTime - before.LogTime) / time.Duration(syncs)
 		out.WriterBusy = (after.LogTime - before.LogTime).Seconds() / r.Elapsed.Seconds()
+		out.WriterActive = (after.LogBusy - before.LogBusy).Seconds() / r.Elapsed.Seconds()
+		out.WriterHeld = (after.LogHeld - before.LogHeld).Seconds() / r.Elapsed.Seconds()
 	}
 	if commits := float64(after.Commits - before.Commits); commits > 0 {
 		out.CopyCommitsPerSec = commits / r.Elapsed.Seconds()

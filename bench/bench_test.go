@@ -24,6 +24,10 @@ func TestRunSmall(t *testing.T) {
 	if in.EventsPerSec <= 0 || in.Failed != 0 || in.EventsPerCommit < 1 || in.Ack.P50 <= 0 || in.Ack.P99 < in.Ack.P50 || in.Ack.Max < in.Ack.P99 {
 		t.Fatalf("ingest = %+v", in)
 	}
+	// The log writer's time: writing is part of having calls in hand.
+	if in.WriterBusy <= 0 || in.WriterActive < in.WriterBusy || in.WriterActive > 1.01 || in.WriterHeld < 0 || in.WriterHeld > in.WriterActive {
+		t.Fatalf("log writer shares: writing %.3f, active %.3f, held %.3f", in.WriterBusy, in.WriterActive, in.WriterHeld)
+	}
 	if e := res.EndToEnd; e.Delivered != 300*2 || e.DeliveredPerSec <= 0 || e.Latency.P50 <= 0 {
 		t.Fatalf("end to end = %+v", e)
 	}

@@ -138,7 +138,12 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintf(tw, "ingest (durable 202)\t%.0f events/s\t%.2f x HTTP ceiling\n", in.EventsPerSec, r.IngestVsCeiling)
 	fmt.Fprintf(tw, "ack latency\t%s\tp99 = %.1f commit cycles (%v)\n", in.Ack, r.AckP99InCommits, in.CommitCycle.Round(time.Microsecond))
 	fmt.Fprintf(tw, "commits (log)\t%.0f /s, %.1f events each\t%.2f x fdatasync, %.2f x log commits back to back\n", in.CommitsPerSec, in.EventsPerCommit, r.CommitsVsFsync, r.CommitsVsLog)
-	fmt.Fprintf(tw, "cost	%v CPU per event (all cores)	log writer busy %.0f%%\n", in.CPUPerEvent.Round(time.Microsecond), 100*in.WriterBusy)
+	fmt.Fprintf(tw, "log writer\twriting %.0f%%, other work %.0f%%, held back by bbolt %.0f%%\tidle with nothing queued %.0f%%\n",
+		100*in.WriterBusy, 100*max(in.WriterActive-in.WriterBusy-in.WriterHeld, 0), 100*in.WriterHeld, 100*max(1-in.WriterActive, 0))
+	if r.LogCommitsPerS > 0 {
+		fmt.Fprintf(tw, "log commit\t%v under load\t%v back to back\n", in.CommitCycle.Round(time.Microsecond), time.Duration(float64(time.Second)/r.LogCommitsPerS).Round(time.Microsecond))
+	}
+	fmt.Fprintf(tw, "cost\t%v CPU per event (all cores)\n", in.CPUPerEvent.Round(time.Microsecond))
 	fmt.Fprintf(tw, "copies into bbolt\t%.0f /s, %.1f events each\t%.2f x bbolt back to back, bbolt writer busy %.0f%%\n", in.CopyCommitsPerSec, in.EventsPerCopy, r.CopiesVsBolt, 100*in.CopyBusy)
 	if in.Failed > 0 {
 		fmt.Fprintf(tw, "failed requests\t%d\n", in.Failed)

@@ -269,6 +269,12 @@ func (s *Store) logWriter() {
 
 // logBatch logs calls with one write and one fdatasync and answers them.
 func (s *Store) logBatch(calls []*logCall) {
+	begin := time.Now()
+	defer func() {
+		s.statsMu.Lock()
+		s.stats.LogBusy += time.Since(begin)
+		s.statsMu.Unlock()
+	}()
 	answered := false
 	answer := func() {
 		if !answered {
@@ -330,7 +336,14 @@ func (s *Store) logBatch(calls []*logCall) {
 			c.err = err
 		}
 	}
-	if err := s.waitLag(int64(len(buf))); err != nil {
+	held := time.Now()
+	err := s.waitLag(int64(len(buf)))
+	if d := time.Since(held); d > time.Millisecond {
+		s.statsMu.Lock()
+		s.stats.LogHeld += d
+		s.statsMu.Unlock()
+	}
+	if err != nil {
 		fail(err)
 		return
 	}

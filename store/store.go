@@ -173,7 +173,14 @@ type Store struct {
 type Stats struct {
 	LogSyncs   uint64 // log writes, each with its fdatasync
 	LogRecords uint64 // events logged
+	// LogTime is the log writer's time in writes and their fdatasyncs;
+	// LogBusy all of its time with calls in hand (deciding duplicates,
+	// encoding, writing, answering), LogHeld the part of that it was
+	// held back because bbolt lagged too far behind. The rest of the
+	// time it waited with no call queued.
 	LogTime    time.Duration
+	LogBusy    time.Duration
+	LogHeld    time.Duration
 	Commits    uint64 // bbolt transactions committed
 	Ops        uint64 // bbolt writes committed (a batch of logged events counts one)
 	Copied     uint64 // logged events copied into bbolt
