@@ -51,6 +51,10 @@ type Result struct {
 	FsyncPerSec     float64       `json:"fsync_per_sec"`
 	HTTPCeilingPerS float64       `json:"http_ceiling_per_sec"`
 	HTTPCeilingCPU  time.Duration `json:"http_ceiling_cpu_per_req_ns"`
+	// The same bare handler answering as the relay does (202 and a
+	// short JSON body): what the answer alone costs.
+	HTTPAnswerPerS float64       `json:"http_answer_ceiling_per_sec"`
+	HTTPAnswerCPU  time.Duration `json:"http_answer_ceiling_cpu_per_req_ns"`
 	// Back-to-back rates of the store's two kinds of commit, at the
 	// batch sizes ingest saw: log commits (write + fdatasync, what an
 	// acknowledgement waits for) and bbolt transactions (the copies).
@@ -60,6 +64,7 @@ type Result struct {
 	EndToEnd        E2E      `json:"end_to_end"`
 	Backlog         *Backlog `json:"backlog,omitempty"`
 	IngestVsCeiling float64  `json:"ingest_vs_http_ceiling"`
+	IngestVsAnswer  float64  `json:"ingest_vs_http_answer_ceiling"`
 	CommitsVsFsync  float64  `json:"commits_vs_fsync"`
 	CommitsVsLog    float64  `json:"commits_vs_log_back_to_back"`
 	CopiesVsBolt    float64  `json:"copies_vs_bolt_back_to_back"`
@@ -163,7 +168,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	if err := phase("ceiling", func(ctx context.Context) (err error) {
-		res.HTTPCeilingPerS, res.HTTPCeilingCPU, err = httpCeiling(ctx, cfg, &p)
+		res.HTTPCeilingPerS, res.HTTPCeilingCPU, err = httpCeiling(ctx, cfg, &p, false)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if err := phase("ceiling answering like the relay", func(ctx context.Context) (err error) {
+		res.HTTPAnswerPerS, res.HTTPAnswerCPU, err = httpCeiling(ctx, cfg, &p, true)
 		return err
 	}); err != nil {
 		return nil, err
@@ -216,6 +227,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	res.IngestVsCeiling = ratio(res.Ingest.EventsPerSec, res.HTTPCeilingPerS)
+	res.IngestVsAnswer = ratio(res.Ingest.EventsPerSec, res.HTTPAnswerPerS)
 	res.CommitsVsFsync = ratio(res.Ingest.CommitsPerSec, res.FsyncPerSec)
 	res.CommitsVsLog = ratio(res.Ingest.CommitsPerSec, res.LogCommitsPerS)
 	res.CopiesVsBolt = ratio(res.Ingest.CopyCommitsPerSec, res.BoltCommitsPerS)
@@ -254,15 +266,29 @@ func fsyncRate(dir string, d time.Duration) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// httpCeiling runs the same load against a bare handler answering 204.
-func httpCeiling(ctx context.Context, cfg Config, p *progress) (float64, time.Duration, error) {
+// relayAnswer is shaped like the relay's answer to a published event.
+var relayAnswer = []byte(`{"id":"b1000000","deliveries":1}` + "\n")
+
+// httpCeiling runs the same load against a bare handler answering 204,
+// or with answer set, 202 with a JSON body and headers as the relay
+// answers (which costs the client and the server more).
+func httpCeiling(ctx context.Context, cfg Config, p *progress, answer bool) (float64, time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, 0, fmt.Errorf("http ceiling: %w", err)
 	}
+	contentLength := []string{strconv.Itoa(len(relayAnswer))}
 	srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
+		if !answer {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Content-Length"] = contentLength
+		w.WriteHeader(http.StatusAccepted)
+		w.Write(relayAnswer)
 	}))
 	go srv.Serve(ln)
 	defer srv.Close()

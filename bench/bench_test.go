@@ -17,7 +17,7 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.FsyncPerSec <= 0 || res.HTTPCeilingPerS <= 0 || res.BoltCommitsPerS <= 0 {
+	if res.FsyncPerSec <= 0 || res.HTTPCeilingPerS <= 0 || res.HTTPAnswerPerS <= 0 || res.HTTPAnswerCPU <= 0 || res.BoltCommitsPerS <= 0 {
 		t.Fatalf("ceilings not measured: %+v", res)
 	}
 	in := res.Ingest
