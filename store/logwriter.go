@@ -636,6 +636,10 @@ func (s *Store) waitLag(n int64) error {
 	return s.failure()
 }
 
+// lagAdd counts n bytes more (or, negative, fewer) logged and not yet in
+// bbolt. From half the limit on, the bbolt writer is told to copy at once
+// instead of gathering: the log can then go on writing the other half
+// while the copy commits, rather than both writers taking turns.
 func (s *Store) lagAdd(n int64) {
 	s.lagMu.Lock()
 	s.lag += n
@@ -643,6 +647,11 @@ func (s *Store) lagAdd(n int64) {
 		close(s.copiedSig)
 		s.copiedSig = make(chan struct{})
 		s.lagCond.Broadcast()
+	} else if s.lag >= s.maxLag/2 {
+		select {
+		case s.copyNow <- struct{}{}:
+		default:
+		}
 	}
 	s.lagMu.Unlock()
 }

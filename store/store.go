@@ -150,12 +150,14 @@ type Store struct {
 	pendingOutcomes map[uint64]struct{}
 
 	// lag is the bytes logged and not yet in bbolt; copiedSig is closed
-	// (and replaced) each time some are copied.
+	// (and replaced) each time some are copied. copyNow tells the bbolt
+	// writer to stop gathering: the log is half as far ahead as allowed.
 	lagMu     sync.Mutex
 	lagCond   *sync.Cond
 	lag       int64
 	maxLag    int64
 	copiedSig chan struct{}
+	copyNow   chan struct{}
 
 	failMu  sync.Mutex
 	failErr error
@@ -251,6 +253,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		maxLag:          opts.MaxLogLag,
 		copyDelay:       opts.CopyDelay,
 		copiedSig:       make(chan struct{}),
+		copyNow:         make(chan struct{}, 1),
 	}
 	s.lagCond = sync.NewCond(&s.lagMu)
 	if s.wal, err = s.recover(filepath.Join(dir, walDirName), opts.LogSegmentSize); err != nil {
@@ -483,6 +486,8 @@ func (s *Store) writer() {
 				case o := <-s.ops:
 					add(o)
 				case <-delay.C:
+					break gather
+				case <-s.copyNow:
 					break gather
 				case <-s.quit:
 					break gather

@@ -406,3 +406,24 @@ func TestAppendKeepsNoReferenceToTheRequest(t *testing.T) {
 	s = openTest(t, dir)
 	check("after a reopen")
 }
+
+// When the log is as far ahead of bbolt as allowed, the bbolt writer
+// copies at once instead of gathering for CopyDelay: otherwise both
+// writers would wait for the delay each time the limit is reached.
+func TestLogAtItsLagLimitIsCopiedAtOnce(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{MaxLogLag: 64 << 10, CopyDelay: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	body := bytes.Repeat([]byte{'x'}, 16<<10)
+	for i := range 40 { // ten times the limit
+		ev := event(fmt.Sprint(i), t0)
+		ev.Body = body
+		if _, err := s.Append(ctx, relay.AppendRequest{Event: ev, Hooks: []string{"h"}}); err != nil {
+			t.Fatalf("append %d: %v (the log writer waited for a copy that waited for the delay)", i, err)
+		}
+	}
+}
