@@ -113,6 +113,9 @@ type E2E struct {
 	DeliveredPerSec float64 `json:"delivered_per_sec"`
 	Latency         Dist    `json:"publish_to_delivery"`
 	Delivered       int     `json:"delivered"`
+	// CPUPerDelivery is process CPU time (all cores) per delivery, the
+	// publishing, the receivers and the load generator included.
+	CPUPerDelivery time.Duration `json:"cpu_per_delivery_ns"`
 }
 
 // Backlog is the large-queue phase.
@@ -505,16 +508,22 @@ func endToEnd(ctx context.Context, cfg Config, dir string, p *progress) (E2E, er
 		events: cfg.Events, duration: cfg.Duration, progress: p.count("end to end"),
 		sent: func(n int, at time.Time) { rc.sentAt.Store(n, at) }}
 	start := time.Now()
+	cpu0 := cpuTime()
 	r := l.run(ctx, client, 0)
 	want := int64(r.OK) * int64(cfg.Hooks)
 	if err := rc.waitFor(ctx, want, 5*time.Minute, p.count("draining")); err != nil {
 		return E2E{}, fmt.Errorf("end to end: %w", err)
 	}
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	rc.mu.Lock()
 	lat := distOf(rc.lat)
 	rc.mu.Unlock()
-	return E2E{IngestPerSec: r.perSec(), DeliveredPerSec: float64(want) / elapsed.Seconds(), Latency: lat, Delivered: int(want)}, nil
+	out := E2E{IngestPerSec: r.perSec(), DeliveredPerSec: float64(want) / elapsed.Seconds(), Latency: lat, Delivered: int(want)}
+	if want > 0 {
+		out.CPUPerDelivery = cpu / time.Duration(want)
+	}
+	return out, nil
 }
 
 // backlog queues cfg.Backlog deliveries with delivery paused (as when the

@@ -28,7 +28,7 @@ func TestRunSmall(t *testing.T) {
 	if in.WriterBusy <= 0 || in.WriterActive < in.WriterBusy || in.WriterActive > 1.01 || in.WriterHeld < 0 || in.WriterHeld > in.WriterActive {
 		t.Fatalf("log writer shares: writing %.3f, active %.3f, held %.3f", in.WriterBusy, in.WriterActive, in.WriterHeld)
 	}
-	if e := res.EndToEnd; e.Delivered != 300*2 || e.DeliveredPerSec <= 0 || e.Latency.P50 <= 0 {
+	if e := res.EndToEnd; e.Delivered != 300*2 || e.DeliveredPerSec <= 0 || e.Latency.P50 <= 0 || e.CPUPerDelivery <= 0 {
 		t.Fatalf("end to end = %+v", e)
 	}
 	b := res.Backlog

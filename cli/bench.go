@@ -153,7 +153,7 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintln(tw, "\t")
 	e := r.EndToEnd
 	fmt.Fprintf(tw, "end to end: delivered\t%.0f deliveries/s\t%.2f x HTTP ceiling (per hook)\n", e.DeliveredPerSec, r.E2EVsCeiling)
-	fmt.Fprintf(tw, "end to end: ingest\t%.0f events/s\n", e.IngestPerSec)
+	fmt.Fprintf(tw, "end to end: ingest\t%.0f events/s\t%v CPU per delivery (all cores)\n", e.IngestPerSec, e.CPUPerDelivery.Round(time.Microsecond))
 	fmt.Fprintf(tw, "publish to delivery\t%s\n", e.Latency)
 	if b := r.Backlog; b != nil {
 		fmt.Fprintln(tw, "\t")
