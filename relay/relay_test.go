@@ -108,6 +108,22 @@ func (n *node) publish(body string) map[string]any {
 	return out
 }
 
+// publishConcurrently publishes body(0) to body(count-1) from workers
+// goroutines at once and returns when all are answered.
+func (n *node) publishConcurrently(count, workers int, body func(i int) string) {
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < count; i += workers {
+				n.publish(body(i))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func (n *node) counts() store.Counts {
 	n.t.Helper()
 	c, err := n.store.Counts(context.Background())
@@ -416,17 +432,7 @@ concurrency = 4
 retry = ["10ms", "20ms", "40ms", "80ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"]
 `, rc.srv.URL, testSecret))
 	const events = 300
-	var wg sync.WaitGroup
-	for p := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := p; i < events; i += 8 {
-				n.publish(fmt.Sprintf(`{"type":"payment.succeeded","id":"e%d"}`, i))
-			}
-		}()
-	}
-	wg.Wait()
+	n.publishConcurrently(events, 8, func(i int) string { return fmt.Sprintf(`{"type":"payment.succeeded","id":"e%d"}`, i) })
 	waitFor(t, "all events delivered", 60*time.Second, func() bool { return rc.delivered() == events })
 	for i := range events {
 		if rc.byID[fmt.Sprintf("e%d", i)] == 0 {
@@ -686,17 +692,7 @@ concurrency = 8
 	data := func(i int) string {
 		return fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat(string(rune('a'+i%26)), (i*37)%3000))
 	}
-	var wg sync.WaitGroup
-	for p := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := p; i < events; i += 8 {
-				n.publish(fmt.Sprintf(`{"type":"t.x","id":"e%d","data":%s}`, i, data(i)))
-			}
-		}()
-	}
-	wg.Wait()
+	n.publishConcurrently(events, 8, func(i int) string { return fmt.Sprintf(`{"type":"t.x","id":"e%d","data":%s}`, i, data(i)) })
 	waitFor(t, "all events delivered", 30*time.Second, func() bool { return rc.delivered() == events })
 	for _, r := range rc.requests() {
 		var got struct {
