@@ -336,11 +336,10 @@ func (s *Store) logBatch(calls []*logCall) {
 			c.err = err
 		}
 	}
-	held := time.Now()
-	err := s.waitLag(int64(len(buf)))
-	if d := time.Since(held); d > time.Millisecond {
+	held, err := s.waitLag(int64(len(buf)))
+	if held > 0 {
 		s.statsMu.Lock()
-		s.stats.LogHeld += d
+		s.stats.LogHeld += held
 		s.statsMu.Unlock()
 	}
 	if err != nil {
@@ -624,16 +623,22 @@ func attemptAt(rec []byte) int64 {
 
 // waitLag holds the log writer while the bytes logged and not yet in
 // bbolt exceed the limit, so memory stays bounded when bbolt falls behind.
-func (s *Store) waitLag(n int64) error {
+// It returns how long it held it.
+func (s *Store) waitLag(n int64) (held time.Duration, err error) {
 	s.lagMu.Lock()
 	defer s.lagMu.Unlock()
+	var start time.Time
 	for s.lag > 0 && s.lag+n > s.maxLag {
 		if err := s.failure(); err != nil {
-			return err
+			return held, err
+		}
+		if start.IsZero() {
+			start = time.Now()
 		}
 		s.lagCond.Wait()
+		held = time.Since(start)
 	}
-	return s.failure()
+	return held, s.failure()
 }
 
 // lagAdd counts n bytes more (or, negative, fewer) logged and not yet in
