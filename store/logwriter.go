@@ -270,9 +270,11 @@ func (s *Store) logWriter() {
 // logBatch logs calls with one write and one fdatasync and answers them.
 func (s *Store) logBatch(calls []*logCall) {
 	begin := time.Now()
+	var held time.Duration // in waitLag
 	defer func() {
 		s.statsMu.Lock()
 		s.stats.LogBusy += time.Since(begin)
+		s.stats.LogHeld += held
 		s.statsMu.Unlock()
 	}()
 	answered := false
@@ -336,12 +338,8 @@ func (s *Store) logBatch(calls []*logCall) {
 			c.err = err
 		}
 	}
-	held, err := s.waitLag(int64(len(buf)))
-	if held > 0 {
-		s.statsMu.Lock()
-		s.stats.LogHeld += held
-		s.statsMu.Unlock()
-	}
+	var err error
+	held, err = s.waitLag(int64(len(buf)))
 	if err != nil {
 		fail(err)
 		return
