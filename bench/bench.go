@@ -34,8 +34,11 @@ type Config struct {
 	Publishers int           // concurrent publishers
 	Hooks      int           // hooks every event is delivered to
 	Duration   time.Duration // per phase, when Events is 0
-	Backlog    int           // deliveries to queue in the backlog phase; 0 skips it
-	Dir        string        // parent of the temporary data dirs; "" for the system's
+	// Rounds cuts the ceilings, ingest and end to end into slices taken
+	// in turn (see interleaved); 0 means DefaultRounds.
+	Rounds  int
+	Backlog int    // deliveries to queue in the backlog phase; 0 skips it
+	Dir     string // parent of the temporary data dirs; "" for the system's
 	// Progress receives one-line progress updates (a terminal); nil for none.
 	Progress io.Writer
 }
@@ -44,8 +47,8 @@ type Config struct {
 type Result struct {
 	Machine Machine `json:"machine"`
 	Config  struct {
-		Events, Size, Publishers, Hooks, Backlog int
-		Duration                                 string
+		Events, Size, Publishers, Hooks, Backlog, Rounds int
+		Duration                                         string
 	} `json:"config"`
 
 	FsyncPerSec     float64       `json:"fsync_per_sec"`
@@ -70,6 +73,10 @@ type Result struct {
 	CopiesVsBolt    float64  `json:"copies_vs_bolt_back_to_back"`
 	E2EVsCeiling    float64  `json:"end_to_end_vs_http_ceiling"`
 	AckP99InCommits float64  `json:"ack_p99_in_commit_cycles"`
+	// The ratios of each round's slices: how far the conditions moved.
+	Rounds                 int       `json:"rounds"`
+	IngestVsCeilingByRound []float64 `json:"ingest_vs_http_ceiling_by_round"`
+	E2EVsCeilingByRound    []float64 `json:"end_to_end_vs_http_ceiling_by_round"`
 }
 
 // Machine describes where the run happened.
@@ -151,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer os.RemoveAll(root)
 
 	res := &Result{Machine: Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, Go: runtime.Version(), CPUs: runtime.NumCPU(), DataDir: root}}
-	res.Config.Events, res.Config.Size, res.Config.Publishers, res.Config.Hooks, res.Config.Backlog = cfg.Events, cfg.Size, cfg.Publishers, cfg.Hooks, cfg.Backlog
+	res.Config.Events, res.Config.Size, res.Config.Publishers, res.Config.Hooks, res.Config.Backlog, res.Config.Rounds = cfg.Events, cfg.Size, cfg.Publishers, cfg.Hooks, cfg.Backlog, cfg.Rounds
 	res.Config.Duration = cfg.Duration.String()
 	p := progress{w: cfg.Progress}
 	defer p.done()
@@ -170,22 +177,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := phase("ceiling", func(ctx context.Context) (err error) {
-		res.HTTPCeilingPerS, res.HTTPCeilingCPU, err = httpCeiling(ctx, cfg, &p, false)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	if err := phase("ceiling answering like the relay", func(ctx context.Context) (err error) {
-		res.HTTPAnswerPerS, res.HTTPAnswerCPU, err = httpCeiling(ctx, cfg, &p, true)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	if err := phase("ingest", func(ctx context.Context) (err error) {
-		res.Ingest, err = ingest(ctx, cfg, filepath.Join(root, "ingest"), &p)
-		return err
-	}); err != nil {
+	if err := interleaved(ctx, cfg, root, &p, res); err != nil {
 		return nil, err
 	}
 	if err := phase("log commits back to back", func(context.Context) (err error) {
@@ -198,12 +190,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := phase("bbolt commits back to back", func(context.Context) (err error) {
 		batch := max(int(res.Ingest.EventsPerCopy+0.5), 1)
 		res.BoltCommitsPerS, err = boltCommitRate(filepath.Join(root, "bolt"), batch, cfg.Size, cfg.Hooks, 2*time.Second)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	if err := phase("end to end", func(ctx context.Context) (err error) {
-		res.EndToEnd, err = endToEnd(ctx, cfg, filepath.Join(root, "e2e"), &p)
 		return err
 	}); err != nil {
 		return nil, err
@@ -267,45 +253,6 @@ func fsyncRate(dir string, d time.Duration) (float64, error) {
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// relayAnswer is shaped like the relay's answer to a published event.
-var relayAnswer = []byte(`{"id":"b1000000","deliveries":1}` + "\n")
-
-// httpCeiling runs the same load against a bare handler answering 204,
-// or with answer set, 202 with a JSON body and headers as the relay
-// answers (which costs the client and the server more).
-func httpCeiling(ctx context.Context, cfg Config, p *progress, answer bool) (float64, time.Duration, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, fmt.Errorf("http ceiling: %w", err)
-	}
-	contentLength := []string{strconv.Itoa(len(relayAnswer))}
-	srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		if !answer {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		h := w.Header()
-		h["Content-Type"] = []string{"application/json"}
-		h["Content-Length"] = contentLength
-		w.WriteHeader(http.StatusAccepted)
-		w.Write(relayAnswer)
-	}))
-	go srv.Serve(ln)
-	defer srv.Close()
-	client := newClient(cfg.Publishers)
-	defer client.CloseIdleConnections()
-	l := &load{url: "http://" + ln.Addr().String() + "/", token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
-		events: cfg.Events, duration: cfg.Duration, progress: p.count("ceiling")}
-	cpu0 := cpuTime()
-	r := l.run(ctx, client, 0)
-	cpu := cpuTime() - cpu0
-	if r.OK == 0 {
-		return 0, 0, errors.New("http ceiling: no request succeeded")
-	}
-	return r.perSec(), cpu / time.Duration(r.OK), nil
 }
 
 // newServer is configured like the relay's own servers.
@@ -387,44 +334,6 @@ func deadHookURLs(n int) []string {
 	return urls
 }
 
-func ingest(ctx context.Context, cfg Config, dir string, p *progress) (Ingest, error) {
-	in, err := startInstance(ctx, dir, deadHookURLs(cfg.Hooks), cfg, false)
-	if err != nil {
-		return Ingest{}, fmt.Errorf("ingest: %w", err)
-	}
-	defer in.stop()
-	client := newClient(cfg.Publishers)
-	defer client.CloseIdleConnections()
-	before := in.st.Stats()
-	cpu0 := cpuTime()
-	l := &load{url: in.url, token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
-		events: cfg.Events, duration: cfg.Duration, progress: p.count("ingest")}
-	r := l.run(ctx, client, 0)
-	cpu := cpuTime() - cpu0
-	after := in.st.Stats()
-	out := Ingest{EventsPerSec: r.perSec(), Ack: distOf(r.Latencies), Failed: r.Failed}
-	if syncs := float64(after.LogSyncs - before.LogSyncs); syncs > 0 {
-		out.EventsPerCommit = float64(after.LogRecords-before.LogRecords) / syncs
-		out.CommitsPerSec = syncs / r.Elapsed.Seconds()
-		out.CommitCycle = (after.LogTime - before.LogTime) / time.Duration(syncs)
-		out.WriterBusy = (after.LogTime - before.LogTime).Seconds() / r.Elapsed.Seconds()
-		out.WriterActive = (after.LogBusy - before.LogBusy).Seconds() / r.Elapsed.Seconds()
-		out.WriterHeld = (after.LogHeld - before.LogHeld).Seconds() / r.Elapsed.Seconds()
-	}
-	if commits := float64(after.Commits - before.Commits); commits > 0 {
-		out.CopyCommitsPerSec = commits / r.Elapsed.Seconds()
-		out.EventsPerCopy = float64(after.Copied-before.Copied) / commits
-		out.CopyBusy = (after.CommitTime - before.CommitTime).Seconds() / r.Elapsed.Seconds()
-	}
-	if r.OK > 0 {
-		out.CPUPerEvent = cpu / time.Duration(r.OK)
-	}
-	if r.OK == 0 {
-		return out, errors.New("ingest: no event was accepted")
-	}
-	return out, nil
-}
-
 // receivers are in-process webhook receivers that record when each
 // event number arrived.
 type receivers struct {
@@ -489,41 +398,6 @@ func (rc *receivers) waitFor(ctx context.Context, n int64, timeout time.Duration
 		time.Sleep(5 * time.Millisecond)
 	}
 	return nil
-}
-
-func endToEnd(ctx context.Context, cfg Config, dir string, p *progress) (E2E, error) {
-	rc, err := startReceivers(cfg.Hooks)
-	if err != nil {
-		return E2E{}, fmt.Errorf("end to end: %w", err)
-	}
-	defer rc.close()
-	in, err := startInstance(ctx, dir, rc.urls, cfg, true)
-	if err != nil {
-		return E2E{}, fmt.Errorf("end to end: %w", err)
-	}
-	defer in.stop()
-	client := newClient(cfg.Publishers)
-	defer client.CloseIdleConnections()
-	l := &load{url: in.url, token: benchToken, publishers: cfg.Publishers, size: cfg.Size,
-		events: cfg.Events, duration: cfg.Duration, progress: p.count("end to end"),
-		sent: func(n int, at time.Time) { rc.sentAt.Store(n, at) }}
-	start := time.Now()
-	cpu0 := cpuTime()
-	r := l.run(ctx, client, 0)
-	want := int64(r.OK) * int64(cfg.Hooks)
-	if err := rc.waitFor(ctx, want, 5*time.Minute, p.count("draining")); err != nil {
-		return E2E{}, fmt.Errorf("end to end: %w", err)
-	}
-	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
-	rc.mu.Lock()
-	lat := distOf(rc.lat)
-	rc.mu.Unlock()
-	out := E2E{IngestPerSec: r.perSec(), DeliveredPerSec: float64(want) / elapsed.Seconds(), Latency: lat, Delivered: int(want)}
-	if want > 0 {
-		out.CPUPerDelivery = cpu / time.Duration(want)
-	}
-	return out, nil
 }
 
 // backlog queues cfg.Backlog deliveries with delivery paused (as when the

@@ -35,8 +35,39 @@ func TestRunSmall(t *testing.T) {
 	if b == nil || b.Queued != 2400 || b.FileBytes <= 0 || b.DrainPerSec <= 0 || b.SmallQueue != 2000 || b.Ready <= 0 || b.MaxRSS <= 0 {
 		t.Fatalf("backlog = %+v", b)
 	}
+	// Every round has its ratios, and the event counts of the slices add
+	// up to the phase's.
+	if res.Rounds != DefaultRounds || len(res.IngestVsCeilingByRound) != DefaultRounds || len(res.E2EVsCeilingByRound) != DefaultRounds {
+		t.Fatalf("rounds %d, ratios by round %v and %v", res.Rounds, res.IngestVsCeilingByRound, res.E2EVsCeilingByRound)
+	}
+	for i, r := range res.IngestVsCeilingByRound {
+		if r <= 0 || res.E2EVsCeilingByRound[i] <= 0 {
+			t.Fatalf("round %d: ratios %v and %v", i, res.IngestVsCeilingByRound, res.E2EVsCeilingByRound)
+		}
+	}
 	if _, err := json.Marshal(res); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Slices of a phase given in events share them out exactly; given in
+// time, each gets its part.
+func TestSliceLoad(t *testing.T) {
+	for _, tc := range []struct{ events, rounds int }{{300, 5}, {7, 3}, {1000, 7}} {
+		sum := 0
+		for i := range tc.rounds {
+			l := sliceLoad(Config{Events: tc.events, Publishers: 1, Size: 64}, i, tc.rounds, "")
+			if l.duration != 0 {
+				t.Fatalf("%d events: slice %d has a duration", tc.events, i)
+			}
+			sum += l.events
+		}
+		if sum != tc.events {
+			t.Fatalf("%d events in %d rounds: slices hold %d", tc.events, tc.rounds, sum)
+		}
+	}
+	if l := sliceLoad(Config{Duration: 5 * time.Second}, 0, 5, ""); l.duration != time.Second || l.events != 0 {
+		t.Fatalf("5s in 5 rounds: slice of %v, %d events", l.duration, l.events)
 	}
 }
 

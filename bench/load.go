@@ -20,7 +20,8 @@ type load struct {
 	token      string
 	publishers int
 	size       int
-	// events caps the requests in all (0: no cap); duration caps the time.
+	// events caps the requests in all (0: no cap); duration caps the
+	// time in which requests are started (those in flight finish).
 	events   int
 	duration time.Duration
 	// sent, when set, is called with each event number before its
@@ -33,6 +34,7 @@ type load struct {
 // loadResult is what a load run measured.
 type loadResult struct {
 	OK, Failed int
+	Next       int // the first event number not sent
 	Elapsed    time.Duration
 	Latencies  []time.Duration // of the successful requests
 }
@@ -86,14 +88,11 @@ func (l *load) run(ctx context.Context, client *http.Client, first int) loadResu
 		wg      sync.WaitGroup
 	)
 	next.Store(int64(first))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if l.duration > 0 {
-		var c context.CancelFunc
-		ctx, c = context.WithTimeout(ctx, l.duration)
-		defer c()
-	}
 	start := time.Now()
+	var deadline time.Time
+	if l.duration > 0 {
+		deadline = start.Add(l.duration)
+	}
 	for range l.publishers {
 		wg.Add(1)
 		go func() {
@@ -106,7 +105,7 @@ func (l *load) run(ctx context.Context, client *http.Client, first int) loadResu
 				lats = append(lats, local...)
 				mu.Unlock()
 			}()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
 				n := int(next.Add(1) - 1)
 				if l.events > 0 && n >= first+l.events {
 					return
@@ -164,7 +163,11 @@ func (l *load) run(ctx context.Context, client *http.Client, first int) loadResu
 	elapsed := time.Since(start)
 	close(stopProgress)
 	pwg.Wait()
-	return loadResult{OK: int(ok.Load()), Failed: int(bad.Load()), Elapsed: elapsed, Latencies: lats}
+	last := int(next.Load())
+	if l.events > 0 {
+		last = min(last, first+l.events)
+	}
+	return loadResult{OK: int(ok.Load()), Failed: int(bad.Load()), Next: last, Elapsed: elapsed, Latencies: lats}
 }
 
 // Dist summarises a latency distribution.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,7 +35,10 @@ the back-to-back rates of log commits and bbolt transactions.
 Phases: ingest (every 202 after fsync, deliveries queued but not yet
 attempted), end to end (publish and delivery together), and with -backlog
 a queue of N deliveries built while delivery is paused, a restart on it,
-and its drain.
+and its drain. The two ceilings, ingest and end to end are cut into
+-rounds slices taken in turn, so that their ratios compare figures taken
+under the same conditions; the ratio of each round is printed beside the
+whole run's.
 
 Examples:
   hookrelay bench
@@ -58,6 +62,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Publishers, "publishers", 64, "concurrent publishers")
 	fs.IntVar(&cfg.Hooks, "hooks", 1, "hooks each event is delivered to")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each phase when -events is 0")
+	fs.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "slices each of the ceilings, ingest and end to end is cut into, taken in turn")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "deliveries to queue, restart on and drain (0: skip)")
 	fs.StringVar(&cfg.Dir, "dir", "", "where the temporary data dirs go (default: the system temp dir)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -67,7 +72,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
-	if fs.NArg() > 0 || cfg.Size < 1 || cfg.Publishers < 1 || cfg.Hooks < 1 || cfg.Events < 0 || cfg.Backlog < 0 {
+	if fs.NArg() > 0 || cfg.Size < 1 || cfg.Publishers < 1 || cfg.Hooks < 1 || cfg.Events < 0 || cfg.Backlog < 0 || cfg.Rounds < 1 {
 		fs.Usage()
 		return ErrUsage
 	}
@@ -124,6 +129,21 @@ func isTerminal(f *os.File) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
+// ratios formats per-round ratios: "0.41 0.44 0.39 (0.39-0.44)".
+func ratios(rs []float64) string {
+	if len(rs) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	lo, hi := rs[0], rs[0]
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%.2f ", r)
+		lo, hi = min(lo, r), max(hi, r)
+	}
+	fmt.Fprintf(&b, "(%.2f-%.2f)", lo, hi)
+	return b.String()
+}
+
 func printBench(w io.Writer, r *bench.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	m := r.Machine
@@ -138,6 +158,7 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintln(tw, "\t")
 	in := r.Ingest
 	fmt.Fprintf(tw, "ingest (durable 202)\t%.0f events/s\t%.2f x HTTP ceiling (%.2f x answering like the relay)\n", in.EventsPerSec, r.IngestVsCeiling, r.IngestVsAnswer)
+	fmt.Fprintf(tw, "  by round\t%s\n", ratios(r.IngestVsCeilingByRound))
 	fmt.Fprintf(tw, "ack latency\t%s\tp99 = %.1f commit cycles (%v)\n", in.Ack, r.AckP99InCommits, in.CommitCycle.Round(time.Microsecond))
 	fmt.Fprintf(tw, "commits (log)\t%.0f /s, %.1f events each\t%.2f x fdatasync, %.2f x log commits back to back\n", in.CommitsPerSec, in.EventsPerCommit, r.CommitsVsFsync, r.CommitsVsLog)
 	fmt.Fprintf(tw, "log writer\twriting %.0f%%, other work %.0f%%, held back by bbolt %.0f%%\tidle with nothing queued %.0f%%\n",
@@ -153,6 +174,7 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintln(tw, "\t")
 	e := r.EndToEnd
 	fmt.Fprintf(tw, "end to end: delivered\t%.0f deliveries/s\t%.2f x HTTP ceiling (per hook)\n", e.DeliveredPerSec, r.E2EVsCeiling)
+	fmt.Fprintf(tw, "  by round\t%s\n", ratios(r.E2EVsCeilingByRound))
 	fmt.Fprintf(tw, "end to end: ingest\t%.0f events/s\t%v CPU per delivery (all cores)\n", e.IngestPerSec, e.CPUPerDelivery.Round(time.Microsecond))
 	fmt.Fprintf(tw, "publish to delivery\t%s\n", e.Latency)
 	if b := r.Backlog; b != nil {
