@@ -187,6 +187,18 @@ func (p *progress) count(phase string) func(int) {
 	}
 }
 
+// of returns a callback that shows how much of total is done in phase.
+func (p *progress) of(phase string, total int) func(int) {
+	if p.w == nil {
+		return nil
+	}
+	return func(n int) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		fmt.Fprintf(p.w, "\r\033[K%s: %d of %d", phase, n, total)
+	}
+}
+
 func (p *progress) done() {
 	if p.w != nil {
 		fmt.Fprint(p.w, "\r\033[K")

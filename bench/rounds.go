@@ -242,8 +242,15 @@ func (er *e2eRun) slice(ctx context.Context, l *load, p *progress) error {
 	cpu0 := cpuTime()
 	r := l.run(ctx, er.client, er.next)
 	er.next = r.Next
+	// The receivers' count runs over the whole run; progress shows this
+	// slice's part of it.
+	before := er.want
 	er.want += int64(r.OK) * int64(er.hooks)
-	if err := er.rc.waitFor(ctx, er.want, 5*time.Minute, p.count("draining")); err != nil {
+	var progress func(int)
+	if show := p.of("end to end, last deliveries", int(er.want-before)); show != nil {
+		progress = func(n int) { show(n - int(before)) }
+	}
+	if err := er.rc.waitFor(ctx, er.want, 5*time.Minute, progress); err != nil {
 		return fmt.Errorf("end to end: %w", err)
 	}
 	elapsed := time.Since(start)
