@@ -151,6 +151,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Size <= 0 || cfg.Publishers <= 0 || cfg.Hooks <= 0 || (cfg.Events <= 0 && cfg.Duration <= 0) {
 		return nil, errors.New("bench: size, publishers, hooks and events or duration must be positive")
 	}
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = DefaultRounds
+	}
 	root, err := os.MkdirTemp(cfg.Dir, "hookrelay-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)

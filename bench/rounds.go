@@ -276,12 +276,10 @@ func (er *e2eRun) result() E2E {
 }
 
 // interleaved measures the two ceilings, ingest and end to end in
-// cfg.Rounds rounds of one slice of each, and fills in their figures.
+// cfg.Rounds (at least 1) rounds of one slice of each, and fills in
+// their figures.
 func interleaved(ctx context.Context, cfg Config, root string, p *progress, res *Result) error {
 	rounds := cfg.Rounds
-	if rounds <= 0 {
-		rounds = DefaultRounds
-	}
 	ceiling, err := startBare(cfg, false)
 	if err != nil {
 		return err
