@@ -78,7 +78,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 func TestBenchRefusesBadFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
 	b := &BenchCommand{Stdout: &out, Stderr: &errOut}
-	for _, args := range [][]string{{"-size", "0"}, {"-publishers", "-1"}, {"-hooks", "0"}, {"-backlog", "-5"}, {"extra"}} {
+	for _, args := range [][]string{{"-size", "0"}, {"-publishers", "-1"}, {"-hooks", "0"}, {"-backlog", "-5"}, {"-rounds", "0"}, {"extra"}} {
 		if err := b.Run(context.Background(), args); !errors.Is(err, ErrUsage) {
 			t.Fatalf("%v: err = %v", args, err)
 		}
@@ -92,9 +92,10 @@ func TestPrintBench(t *testing.T) {
 	r.Ingest.EventsPerCommit = 12.5
 	r.Ingest.Ack = bench.Dist{P50: 5 * time.Millisecond, P99: 20 * time.Millisecond, Max: 30 * time.Millisecond}
 	r.Backlog = &bench.Backlog{Queued: 1000000, MaxRSS: 150 << 20, MaxRSSAnon: 100 << 20, SmallQueue: 10000}
+	r.IngestVsCeilingByRound = []float64{0.41, 0.38, 0.45}
 	var out bytes.Buffer
 	printBench(&out, r)
-	for _, want := range []string{"20000 req/s", "8000 events/s", "0.40 x HTTP ceiling", "p50 5ms", "12.5 events each", "1000000 deliveries queued", "150 MiB (anonymous 100 MiB)"} {
+	for _, want := range []string{"20000 req/s", "8000 events/s", "0.40 x HTTP ceiling", "0.41 0.38 0.45 (0.38-0.45)", "p50 5ms", "12.5 events each", "1000000 deliveries queued", "150 MiB (anonymous 100 MiB)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
