@@ -3,6 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,5 +94,44 @@ func TestDist(t *testing.T) {
 	got := distOf(ds)
 	if got.P50 != 51*time.Millisecond || got.P99 != 100*time.Millisecond || got.Max != 100*time.Millisecond {
 		t.Fatalf("dist = %+v", got)
+	}
+}
+
+// The goroutines each kind's servers and relays start carry its label,
+// so a CPU profile of a run splits by kind, the relay's own work
+// included.
+func TestKindsStartUnderTheirLabels(t *testing.T) {
+	cfg := Config{Size: 256, Publishers: 2, Hooks: 1, Rounds: 1}
+	k, err := startKinds(context.Background(), cfg, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.close()
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		t.Fatal(err)
+	}
+	// debug=1 groups goroutines by stack; a group's labels come before
+	// its frames.
+	labelOf := func(frame string) []string {
+		var found []string
+		for _, group := range strings.Split(b.String(), "\n\n") {
+			if strings.Contains(group, frame) {
+				label := "none"
+				if _, rest, ok := strings.Cut(group, `# labels: {"phase":"`); ok {
+					label, _, _ = strings.Cut(rest, `"`)
+				}
+				found = append(found, label)
+			}
+		}
+		return found
+	}
+	if got := labelOf("relay.(*scheduler).start.func"); len(got) == 0 || slices.ContainsFunc(got, func(l string) bool { return l != phaseE2E }) {
+		t.Errorf("delivery goroutines under labels %v, want all %q", got, phaseE2E)
+	}
+	got := labelOf("store.(*Store).logWriter")
+	slices.Sort(got)
+	if want := []string{phaseE2E, phaseIngest}; !slices.Equal(got, want) {
+		t.Errorf("log writers under labels %q, want %q", got, want)
 	}
 }

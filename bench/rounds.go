@@ -275,31 +275,84 @@ func (er *e2eRun) result() E2E {
 	return out
 }
 
+// labeled runs fn under the pprof label phase=kind; goroutines started
+// in fn carry it too.
+func labeled(ctx context.Context, kind string, fn func(ctx context.Context) error) error {
+	var err error
+	pprof.Do(ctx, pprof.Labels("phase", kind), func(ctx context.Context) { err = fn(ctx) })
+	return err
+}
+
+// kinds are the servers and relays of the interleaved phases.
+type kinds struct {
+	ceiling, answer *bare
+	ingest          *ingestRun
+	e2e             *e2eRun
+}
+
+// startKinds starts each kind's servers and relays under its label, so
+// that every goroutine they run (handlers, log and bbolt writers,
+// deliveries) carries it and a CPU profile splits by kind. On error
+// what was started is stopped.
+func startKinds(ctx context.Context, cfg Config, root string) (*kinds, error) {
+	k := &kinds{}
+	if err := labeled(ctx, phaseCeiling, func(context.Context) (err error) {
+		k.ceiling, err = startBare(cfg, false)
+		return err
+	}); err != nil {
+		k.close()
+		return nil, err
+	}
+	if err := labeled(ctx, phaseAnswer, func(context.Context) (err error) {
+		k.answer, err = startBare(cfg, true)
+		return err
+	}); err != nil {
+		k.close()
+		return nil, err
+	}
+	if err := labeled(ctx, phaseIngest, func(ctx context.Context) (err error) {
+		k.ingest, err = startIngest(ctx, cfg, filepath.Join(root, "ingest"))
+		return err
+	}); err != nil {
+		k.close()
+		return nil, err
+	}
+	if err := labeled(ctx, phaseE2E, func(ctx context.Context) (err error) {
+		k.e2e, err = startE2E(ctx, cfg, filepath.Join(root, "e2e"))
+		return err
+	}); err != nil {
+		k.close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func (k *kinds) close() {
+	if k.ceiling != nil {
+		k.ceiling.close()
+	}
+	if k.answer != nil {
+		k.answer.close()
+	}
+	if k.ingest != nil {
+		k.ingest.close()
+	}
+	if k.e2e != nil {
+		k.e2e.close()
+	}
+}
+
 // interleaved measures the two ceilings, ingest and end to end in
 // cfg.Rounds (at least 1) rounds of one slice of each, and fills in
 // their figures.
 func interleaved(ctx context.Context, cfg Config, root string, p *progress, res *Result) error {
 	rounds := cfg.Rounds
-	ceiling, err := startBare(cfg, false)
+	k, err := startKinds(ctx, cfg, root)
 	if err != nil {
 		return err
 	}
-	defer ceiling.close()
-	answer, err := startBare(cfg, true)
-	if err != nil {
-		return err
-	}
-	defer answer.close()
-	ir, err := startIngest(ctx, cfg, filepath.Join(root, "ingest"))
-	if err != nil {
-		return err
-	}
-	defer ir.close()
-	er, err := startE2E(ctx, cfg, filepath.Join(root, "e2e"))
-	if err != nil {
-		return err
-	}
-	defer er.close()
+	defer k.close()
+	ceiling, answer, ir, er := k.ceiling, k.answer, k.ingest, k.e2e
 
 	var ceilT, answerT tally
 	kinds := []string{phaseCeiling, phaseAnswer, phaseIngest, phaseE2E}
@@ -308,16 +361,16 @@ func interleaved(ctx context.Context, cfg Config, root string, p *progress, res 
 			kind := kinds[(i+k)%len(kinds)]
 			l := sliceLoad(cfg, i, rounds, "")
 			l.progress = p.count(fmt.Sprintf("%s, round %d of %d", kind, i+1, rounds))
-			pprof.Do(ctx, pprof.Labels("phase", kind), func(ctx context.Context) {
+			err := labeled(ctx, kind, func(ctx context.Context) error {
 				switch kind {
 				case phaseCeiling:
-					err = ceiling.slice(ctx, l, &ceilT)
+					return ceiling.slice(ctx, l, &ceilT)
 				case phaseAnswer:
-					err = answer.slice(ctx, l, &answerT)
+					return answer.slice(ctx, l, &answerT)
 				case phaseIngest:
-					err = ir.slice(ctx, l)
-				case phaseE2E:
-					err = er.slice(ctx, l, p)
+					return ir.slice(ctx, l)
+				default:
+					return er.slice(ctx, l, p)
 				}
 			})
 			if err != nil {
