@@ -296,33 +296,32 @@ type kinds struct {
 // what was started is stopped.
 func startKinds(ctx context.Context, cfg Config, root string) (*kinds, error) {
 	k := &kinds{}
-	if err := labeled(ctx, phaseCeiling, func(context.Context) (err error) {
-		k.ceiling, err = startBare(cfg, false)
-		return err
-	}); err != nil {
-		k.close()
-		return nil, err
+	starts := []struct {
+		kind  string
+		start func(ctx context.Context) error
+	}{
+		{phaseCeiling, func(context.Context) (err error) {
+			k.ceiling, err = startBare(cfg, false)
+			return err
+		}},
+		{phaseAnswer, func(context.Context) (err error) {
+			k.answer, err = startBare(cfg, true)
+			return err
+		}},
+		{phaseIngest, func(ctx context.Context) (err error) {
+			k.ingest, err = startIngest(ctx, cfg, filepath.Join(root, "ingest"))
+			return err
+		}},
+		{phaseE2E, func(ctx context.Context) (err error) {
+			k.e2e, err = startE2E(ctx, cfg, filepath.Join(root, "e2e"))
+			return err
+		}},
 	}
-	if err := labeled(ctx, phaseAnswer, func(context.Context) (err error) {
-		k.answer, err = startBare(cfg, true)
-		return err
-	}); err != nil {
-		k.close()
-		return nil, err
-	}
-	if err := labeled(ctx, phaseIngest, func(ctx context.Context) (err error) {
-		k.ingest, err = startIngest(ctx, cfg, filepath.Join(root, "ingest"))
-		return err
-	}); err != nil {
-		k.close()
-		return nil, err
-	}
-	if err := labeled(ctx, phaseE2E, func(ctx context.Context) (err error) {
-		k.e2e, err = startE2E(ctx, cfg, filepath.Join(root, "e2e"))
-		return err
-	}); err != nil {
-		k.close()
-		return nil, err
+	for _, s := range starts {
+		if err := labeled(ctx, s.kind, s.start); err != nil {
+			k.close()
+			return nil, err
+		}
 	}
 	return k, nil
 }
