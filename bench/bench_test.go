@@ -59,7 +59,7 @@ func TestSliceLoad(t *testing.T) {
 	for _, tc := range []struct{ events, rounds int }{{300, 5}, {7, 3}, {1000, 7}} {
 		sum := 0
 		for i := range tc.rounds {
-			l := sliceLoad(Config{Events: tc.events, Publishers: 1, Size: 64}, i, tc.rounds, "")
+			l := sliceLoad(Config{Events: tc.events, Publishers: 1, Size: 64}, i, tc.rounds)
 			if l.duration != 0 {
 				t.Fatalf("%d events: slice %d has a duration", tc.events, i)
 			}
@@ -69,7 +69,7 @@ func TestSliceLoad(t *testing.T) {
 			t.Fatalf("%d events in %d rounds: slices hold %d", tc.events, tc.rounds, sum)
 		}
 	}
-	if l := sliceLoad(Config{Duration: 5 * time.Second}, 0, 5, ""); l.duration != time.Second || l.events != 0 {
+	if l := sliceLoad(Config{Duration: 5 * time.Second}, 0, 5); l.duration != time.Second || l.events != 0 {
 		t.Fatalf("5s in 5 rounds: slice of %v, %d events", l.duration, l.events)
 	}
 }

@@ -61,9 +61,10 @@ func (t *tally) cpuPer() time.Duration {
 }
 
 // sliceLoad is the load of slice i of rounds: cfg's duration or event
-// count divided among the rounds (the counts add up to cfg.Events).
-func sliceLoad(cfg Config, i, rounds int, url string) *load {
-	l := &load{url: url, token: benchToken, publishers: cfg.Publishers, size: cfg.Size}
+// count divided among the rounds (the counts add up to cfg.Events when
+// it is at least rounds; each slice sends one at least).
+func sliceLoad(cfg Config, i, rounds int) *load {
+	l := &load{token: benchToken, publishers: cfg.Publishers, size: cfg.Size}
 	if cfg.Events > 0 {
 		l.events = max(cfg.Events*(i+1)/rounds-cfg.Events*i/rounds, 1)
 	} else {
@@ -358,7 +359,7 @@ func interleaved(ctx context.Context, cfg Config, root string, p *progress, res 
 	for i := range rounds {
 		for k := range kinds {
 			kind := kinds[(i+k)%len(kinds)]
-			l := sliceLoad(cfg, i, rounds, "")
+			l := sliceLoad(cfg, i, rounds)
 			l.progress = p.count(fmt.Sprintf("%s, round %d of %d", kind, i+1, rounds))
 			err := labeled(ctx, kind, func(ctx context.Context) error {
 				switch kind {
