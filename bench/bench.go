@@ -73,8 +73,8 @@ type Result struct {
 	CopiesVsBolt    float64  `json:"copies_vs_bolt_back_to_back"`
 	E2EVsCeiling    float64  `json:"end_to_end_vs_http_ceiling"`
 	AckP99InCommits float64  `json:"ack_p99_in_commit_cycles"`
-	// The ratios of each round's slices: how far the conditions moved.
-	Rounds                 int       `json:"rounds"`
+	// The ratios of each round's slices (Config.Rounds of them): how far
+	// the conditions moved.
 	IngestVsCeilingByRound []float64 `json:"ingest_vs_http_ceiling_by_round"`
 	E2EVsCeilingByRound    []float64 `json:"end_to_end_vs_http_ceiling_by_round"`
 }

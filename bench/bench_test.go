@@ -40,8 +40,8 @@ func TestRunSmall(t *testing.T) {
 	}
 	// Every round has its ratios, and the event counts of the slices add
 	// up to the phase's.
-	if res.Rounds != DefaultRounds || len(res.IngestVsCeilingByRound) != DefaultRounds || len(res.E2EVsCeilingByRound) != DefaultRounds {
-		t.Fatalf("rounds %d, ratios by round %v and %v", res.Rounds, res.IngestVsCeilingByRound, res.E2EVsCeilingByRound)
+	if res.Config.Rounds != DefaultRounds || len(res.IngestVsCeilingByRound) != DefaultRounds || len(res.E2EVsCeilingByRound) != DefaultRounds {
+		t.Fatalf("rounds %d, ratios by round %v and %v", res.Config.Rounds, res.IngestVsCeilingByRound, res.E2EVsCeilingByRound)
 	}
 	for i, r := range res.IngestVsCeilingByRound {
 		if r <= 0 || res.E2EVsCeilingByRound[i] <= 0 {

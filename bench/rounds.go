@@ -382,7 +382,6 @@ func interleaved(ctx context.Context, cfg Config, root string, p *progress, res 
 	res.HTTPAnswerPerS, res.HTTPAnswerCPU = answerT.perSec(), answerT.cpuPer()
 	res.Ingest = ir.result()
 	res.EndToEnd = er.result()
-	res.Rounds = rounds
 	for i := range rounds {
 		res.IngestVsCeilingByRound = append(res.IngestVsCeilingByRound, ratio(ir.t.rates[i], ceilT.rates[i]))
 		res.E2EVsCeilingByRound = append(res.E2EVsCeilingByRound, ratio(er.t.rates[i]/float64(cfg.Hooks), ceilT.rates[i]))
