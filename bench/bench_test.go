@@ -107,12 +107,11 @@ func TestKindsStartUnderTheirLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.close()
+	// debug=1 groups goroutines by stack and labels; a group's labels
+	// come before its frames. A goroutine that has not run yet shows no
+	// frames, so the profile is read again until both log writers and the
+	// delivery goroutines have.
 	var b strings.Builder
-	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
-		t.Fatal(err)
-	}
-	// debug=1 groups goroutines by stack; a group's labels come before
-	// its frames.
 	labelOf := func(frame string) []string {
 		var found []string
 		for _, group := range strings.Split(b.String(), "\n\n") {
@@ -126,12 +125,21 @@ func TestKindsStartUnderTheirLabels(t *testing.T) {
 		}
 		return found
 	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b.Reset()
+		if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+			t.Fatal(err)
+		}
+		if len(labelOf("store.(*Store).logWriter")) >= 2 && len(labelOf("relay.(*scheduler).start.func")) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if got := labelOf("relay.(*scheduler).start.func"); len(got) == 0 || slices.ContainsFunc(got, func(l string) bool { return l != phaseE2E }) {
 		t.Errorf("delivery goroutines under labels %v, want all %q", got, phaseE2E)
 	}
 	got := labelOf("store.(*Store).logWriter")
 	slices.Sort(got)
 	if want := []string{phaseE2E, phaseIngest}; !slices.Equal(got, want) {
-		t.Errorf("log writers under labels %q, want %q", got, want)
+		t.Errorf("log writers under labels %q, want %q\n%s", got, want, b.String())
 	}
 }
